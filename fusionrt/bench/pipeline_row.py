@@ -1,0 +1,144 @@
+"""The whole-pipeline rows: ``FaceSwapPipeline.process_frame`` on one frame (batch 1), timed
+with the same method as the model rows, parity against the same pipeline on ``ort-cpu``.
+
+The pipeline takes one engine for every stage and runs it on that engine's first device; it has
+no precision setting. Rows it cannot honour (FP16/INT8, torch on CUDA) are listed unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import FusionError
+from .artifacts import Unavailable
+from .machine import MemoryProbe
+from .stages import SYNTHETIC_NOTE, read_images
+
+if TYPE_CHECKING:
+    from .runner import BenchConfig, BenchRunner
+
+log = logging.getLogger(__name__)
+
+
+def _classes():
+    try:
+        from ..pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+    except ImportError as e:
+        raise Unavailable(f"fusionrt.pipeline.pipeline not usable in this build: {e}") from None
+    return FaceSwapPipeline, PipelineConfig
+
+
+def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
+    frame, source = (read_images((p,)) for p in (cfg.frame, cfg.source))
+    if not frame or not source:
+        raise Unavailable(f"pipeline images | need the frame {cfg.frame} and the source "
+                          f"{cfg.source}; pass --frame/--source")
+    return frame[0], source[0]
+
+
+def _pipeline(cfg: "BenchConfig", store, engine: str):
+    FaceSwapPipeline, PipelineConfig = _classes()
+    pcfg = PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine,
+                          allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
+    return FaceSwapPipeline(pcfg, store=store)
+
+
+def reference_frame(cfg: "BenchConfig", store, lookup, images) -> np.ndarray:
+    """The output frame of the pipeline on the reference engine (ort-cpu, FP32)."""
+    from .runner import REFERENCE
+    frame, source = _images(cfg)
+    pipe = _pipeline(cfg, store, REFERENCE)
+    try:
+        pipe.set_source(source)
+        return pipe.process_frame(frame)[0].astype(np.float32)
+    finally:
+        pipe.close()
+
+
+class _PipelineAsEngine:
+    """``run(feeds)`` = one frame through the pipeline: lets the runner's row method time it."""
+
+    def __init__(self, pipe: Any, frame: np.ndarray):
+        self.pipe, self.frame = pipe, frame
+
+    def run(self, feeds: Any) -> np.ndarray:
+        return self.pipe.process_frame(self.frame)[0]
+
+    def close(self) -> None:
+        self.pipe.close()
+
+
+def run_pipeline_group(r: "BenchRunner", g) -> None:
+    from .runner import TORCH_ENGINES, _cuda_reason
+    cfg = r.cfg
+    if (why := r._over_budget()):
+        return r._close_rows(g.rows, "skipped", why)
+    runner_engine = None
+    probe = None
+    try:
+        if g.precision != "fp32":
+            raise Unavailable("FaceSwapPipeline has no precision setting: pipeline rows are FP32")
+        _classes()
+        try:
+            cls = r.lookup(g.engine)
+        except FusionError as e:
+            raise Unavailable(str(e)) from None
+        ok, why = cls.available()
+        if not ok:
+            raise Unavailable(f"not available on this machine: {why}")
+        device = cls.devices[0]  # what FaceSwapPipeline does: EngineConfig(device=devices[0])
+        wanted = cfg.device.split(":")[0]
+        if wanted in cls.devices and device != wanted:
+            raise Unavailable(f"FaceSwapPipeline runs engine '{g.engine}' on its first device "
+                              f"'{device}' (PipelineConfig has no device); a {device} figure "
+                              f"would mislead in a {wanted} table")
+        if device.startswith("cuda") and (why := _cuda_reason()):
+            raise Unavailable(why)
+        frame, source = _images(cfg)
+        row = g.rows[0]
+        row["device"] = device
+        timer = r.timer_factory(device)
+        probe = MemoryProbe(device)
+        probe.baseline()
+
+        def build_and_first():
+            p = _pipeline(cfg, r.store, g.engine)
+            p.set_source(source)
+            p.process_frame(frame)
+            return p
+
+        # cold: build every stage's engine + source identity + first frame, together
+        cold_ms, pipe = timer.time_once(build_and_first)
+        pipe.close()
+        warm_ms, pipe = timer.time_once(lambda: _pipeline(cfg, r.store, g.engine))
+        runner_engine = _PipelineAsEngine(pipe, frame)
+        pipe.set_source(source)
+        _, faces = pipe.process_frame(frame)
+        synthetic = bool(pipe.synthetic)
+        row.update(synthetic=synthetic, artifact=cfg.pipeline_swapper,
+                   weights_note=SYNTHETIC_NOTE if synthetic else "real weights",
+                   load={"artifact_build_ms": None, "cold_load_ms": cold_ms,
+                         "cold_first_run_ms": None, "warm_load_ms": warm_ms,
+                         "warm_first_run_ms": None,
+                         "note": "cold = build all stages + set source + first frame; "
+                                 "warm = build all stages again (same process)"})
+        row["notes"] += [f"faces swapped per frame: {faces}",
+                         "stages: " + "; ".join(f"{k}: {v}" for k, v in pipe.describe().items())]
+        if g.engine in TORCH_ENGINES:
+            row["notes"].append("the real detector runs through onnx2torch on torch engines")
+        r._run_row(g, row, 1, runner_engine, timer, probe, {}, device, row["load"])
+        row["load"]["warm_first_run_ms"] = row["first_run_ms"]
+    except Unavailable as e:
+        r._close_rows(g.rows, "unavailable", str(e))
+    except Exception as e:
+        log.debug("pipeline group failed", exc_info=True)
+        r._close_rows(g.rows, "error", f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    finally:
+        if runner_engine is not None:
+            runner_engine.close()
+        if probe is not None:
+            probe.release()
+            probe.close()

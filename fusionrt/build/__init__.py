@@ -1,0 +1,1 @@
+"""fusionrt.build."""

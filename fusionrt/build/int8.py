@@ -1,0 +1,193 @@
+"""INT8 artifacts: a Q/DQ ONNX graph calibrated on face crops.
+
+Quantizer: ONNX Runtime's static QDQ quantizer (``onnxruntime.quantization.quantize_static``).
+Why this one: it ships with onnxruntime (no new dependency), calibrates on the CPU, and writes
+standard QuantizeLinear/DequantizeLinear pairs that ORT CPU fuses into integer kernels (VNNI) and
+that TensorRT (ORT TRT EP or a strongly typed native build) reads as explicit quantization.
+NVIDIA ModelOpt's ONNX quantizer writes the same kind of graph; it was not measured here (its
+install would replace the shared onnx/onnxruntime versions), so the choice is not a measured
+comparison — see the CPU benchmark notes.
+
+Settings and their reasons:
+  * signed INT8 for weights and activations, both symmetric: TensorRT accepts only zero-point-0
+    INT8, and ORT CPU runs S8S8 QDQ fine (it converts to its U8S8 kernels where faster);
+  * per-channel weights: conv filters differ by orders of magnitude in range;
+  * activation ranges by entropy (default) or percentile calibration; min/max is skewed by rare
+    outliers;
+  * only Conv (and, for embedders, Gemm) is quantized, plus the cheap ops between them that ORT
+    fuses with a QLinearConv (Relu/LeakyRelu/Add/Pad/Resize); norm layers and every keep-list
+    node stay float (``keeplist.py``), as do the generators' AdaIN style Gemms and the final conv
+    that writes pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..models.spec import ModelSpec
+from .keeplist import fp32_nodes, last_convs, name_nodes
+
+log = logging.getLogger(__name__)
+
+METHODS = ("entropy", "percentile", "minmax")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How to quantize. ``op_types`` None = by task (see module docstring)."""
+
+    method: str = "entropy"
+    percentile: float = 99.999
+    per_channel: bool = True
+    op_types: tuple[str, ...] | None = None
+    keep_last_conv: bool = True
+    extra_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"calibration method '{self.method}' | expected one of {METHODS}")
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What was quantized: per op type counts, what was left float and why."""
+
+    path: Path
+    method: str
+    samples: int
+    quantized: dict[str, int]
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+# Ops that sit between convolutions: quantizing them lets ORT keep the data in INT8 across
+# them instead of Q/DQ-ing on every edge (the difference between ~1x and ~2x+ on the CPU).
+_BETWEEN = ("Relu", "LeakyRelu", "Add", "Pad", "Resize", "MaxPool", "Concat")
+
+
+def default_op_types(spec: ModelSpec | None) -> tuple[str, ...]:
+    if spec is not None and spec.task == "embed":
+        return ("Conv", "Gemm", "PRelu") + _BETWEEN
+    return ("Conv",) + _BETWEEN
+
+
+def excluded_nodes(model, spec: ModelSpec | None, options: Int8Options) -> dict[str, str]:
+    """{node: reason} for nodes that stay float in the INT8 graph."""
+    name_nodes(model)
+    out = {name: e.reason for name, e in fp32_nodes(model).items()}
+    if options.keep_last_conv:
+        for name in last_convs(model):
+            out.setdefault(name, "last conv: writes the output pixels/embedding directly")
+    if spec is not None and spec.task == "swap":  # AdaIN style Gemms act on the identity latent
+        for n in model.graph.node:
+            if n.op_type in ("Gemm", "MatMul"):
+                out.setdefault(n.name, "AdaIN style projection of the identity latent")
+    for name in options.extra_exclude:
+        out.setdefault(name, "excluded by the caller")
+    return out
+
+
+class _Reader:
+    """ORT ``CalibrationDataReader`` over a list of feeds."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]]):
+        self._it: Iterator = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # the reader is single-pass; ORT calls this only between passes
+        pass
+
+
+def quantize_int8(onnx_path: Path | str, out_path: Path | str,
+                  feeds: Iterable[Mapping[str, np.ndarray]], *, spec: ModelSpec | None = None,
+                  options: Int8Options | None = None) -> Int8Report:
+    """Write a Q/DQ INT8 graph of ``onnx_path`` to ``out_path``, calibrated on ``feeds``.
+
+    Raises:
+        InputError: no calibration feeds, or feeds that are all the same value (e.g. black).
+        ModelError: the quantizer failed.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    options = options or Int8Options()
+    feeds = list(feeds)
+    if not feeds:
+        raise InputError("calibration set | empty; expected >= 1 sample (fusionrt calibrate)")
+    image = next(iter(feeds[0].values()))
+    if all(float(np.ptp(next(iter(f.values())))) == 0.0 for f in feeds):
+        log.warning("calibration set: every image is flat (e.g. all black, value %g); INT8 "
+                    "ranges from it will clip real faces (the gate will refuse the result)",
+                    float(image.flat[0]))
+    out_path = Path(out_path)
+    method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+              "minmax": CalibrationMethod.MinMax}[options.method]
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Shape inference + ORT's graph optimizations (BN folding) before quantizing, as the
+        # ORT docs recommend: quantizing an unfolded BN would quantize twice.
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        meta = [(p.key, p.value) for p in onnx.load(str(onnx_path), load_external_data=False)
+                .metadata_props]
+        excluded = excluded_nodes(model, spec, options)
+        onnx.save(model, str(pre))
+        op_types = list(options.op_types or default_op_types(spec))
+        extra = {"ActivationSymmetric": True, "WeightSymmetric": True,
+                 "CalibMovingAverage": False}
+        if options.method == "percentile":
+            extra["CalibPercentile"] = options.percentile
+        raw = Path(tmp) / "q.onnx"
+        try:
+            quantize_static(str(pre), str(raw), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=op_types, per_channel=options.per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=sorted(excluded), calibrate_method=method,
+                            extra_options=extra)
+        except Exception as e:  # ORT's quantizer raises assorted errors on odd graphs
+            raise ModelError(f"int8 quantization | onnxruntime quantizer failed: {e}") from e
+        q = onnx.load(str(raw))
+    del q.metadata_props[:]
+    meta = [(k, v) for k, v in meta if k not in ("fusionrt.precision", "fusionrt.int8")]
+    for k, v in meta + [("fusionrt.precision", "int8"),
+                        ("fusionrt.int8", f"ort-qdq {options.method} per_channel="
+                                          f"{options.per_channel} samples={len(feeds)}")]:
+        e = q.metadata_props.add()
+        e.key, e.value = k, v
+    from ..models.store import atomic_write_bytes
+    atomic_write_bytes(out_path, q.SerializeToString())
+    report = Int8Report(out_path, options.method, len(feeds), qdq_summary(q)["quantized"],
+                        excluded)
+    log.info("int8: %s calibration on %d samples; quantized %s; %d nodes kept float",
+             options.method, len(feeds), report.quantized, len(excluded))
+    return report
+
+
+def qdq_summary(model) -> dict:
+    """{"quantized": {op: n}, "float": {op: n}}: a node counts as quantized when a float input
+    of it comes from a DequantizeLinear (weights included)."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    q: dict[str, int] = {}
+    f: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        d = q if any(i in dq for i in n.input) else f
+        d[n.op_type] = d.get(n.op_type, 0) + 1
+    return {"quantized": q, "float": f}
+
+
+def quantized_nodes(model) -> dict[str, bool]:
+    """{node name: its weight input comes from a DequantizeLinear} for Conv/Gemm nodes."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name: len(n.input) > 1 and n.input[1] in dq
+            for n in model.graph.node if n.op_type in ("Conv", "Gemm")}

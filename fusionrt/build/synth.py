@@ -1,0 +1,172 @@
+"""Synthetic models: the zoo's reference architectures with seeded random weights.
+
+They keep every I/O contract of the real files (names, shapes, ranges, inswapper's ``emap`` as
+the last initializer) so the whole pipeline, every engine and the benchmarks run without the
+non-commercial real weights. Their outputs mean nothing: never judge swap quality on them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models.arch import ARCHS, build_arch, require_torch
+from ..models.spec import ModelSpec
+from ..models.zoo import get_spec
+from .export import atomic_write_bytes, export_onnx, sample_inputs
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fusionrt.synthetic/1"
+# Architecture options per arch for synthetic weights: SimSwap has no output activation, so its
+# clip to [0, 1] (what FaceFusion applies after the model) goes into the graph.
+SYNTH_OPTIONS: dict[str, dict[str, Any]] = {"simswap256": {"clamp_output": True}}
+# Pre-activation statistics of the last conv: (mean, std) per output channel. inswapper ends in
+# (tanh + 1) / 2, so N(0, 0.6) spreads over ~[0.1, 0.9]; SimSwap's clip leaves ~99% of
+# N(0.5, 0.2) untouched.
+OUTPUT_STATS: dict[str, tuple[float, float]] = {"inswapper": (0.0, 0.6), "simswap256": (0.5, 0.2)}
+
+
+def _synth_spec(name: str) -> ModelSpec:
+    spec = get_spec(name)
+    if spec.builtin:
+        raise ModelError(f"model '{name}' | ships real built-in weights; nothing to synthesize")
+    if spec.arch not in ARCHS:
+        raise ModelError(f"model '{name}' | no reference architecture '{spec.arch}'; expected "
+                         f"one of: {', '.join(ARCHS)}")
+    return spec
+
+
+def _randomize(torch, module, spec: ModelSpec, seed: int) -> None:
+    """Make the random net non-degenerate: varied norm/PReLU parameters, BatchNorm running
+    stats measured on seeded inputs (not the 0/1 defaults), a generator output spread over
+    its declared range, and a random ``emap``."""
+    nn = torch.nn
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for m in bns:
+            if m.weight.requires_grad:  # insightface keeps features.weight fixed at 1
+                m.weight.uniform_(0.7, 1.3)
+            m.bias.normal_(0.0, 0.1)
+        for m in module.modules():
+            if isinstance(m, nn.PReLU):
+                m.weight.uniform_(0.1, 0.4)
+        feeds = [{k: torch.from_numpy(v) for k, v in sample_inputs(spec, 2, seed + 100 + i).items()}
+                 for i in range(2)]
+        args = [tuple(f[t.name] for t in spec.inputs) for f in feeds]
+        if bns:  # cumulative average over the calibration batches
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None
+            module.train()
+            for a in args:
+                module(*a)
+            for m in bns:
+                m.momentum = 0.1
+        module.eval()
+        if spec.arch in OUTPUT_STATS:
+            _calibrate_last_conv(torch, module, args[0], *OUTPUT_STATS[spec.arch])
+        if hasattr(module, "emap"):
+            gen = torch.Generator().manual_seed(seed + 7)
+            n = module.emap.shape[0]
+            module.emap.copy_(torch.randn(n, n, generator=gen) / n ** 0.5)
+
+
+def _calibrate_last_conv(torch, module, args: tuple, mean: float, std: float) -> None:
+    """Rescale the last conv so each output channel has the given mean/std on seeded inputs."""
+    conv = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    seen = {}
+    handle = conv.register_forward_hook(lambda m, a, out: seen.setdefault("y", out))
+    try:
+        module(*args)
+    finally:
+        handle.remove()
+    y = seen["y"]
+    mu, sd = y.mean(dim=(0, 2, 3)), y.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    scale = std / sd
+    conv.weight.mul_(scale[:, None, None, None])
+    conv.bias.copy_((conv.bias - mu) * scale + mean)
+
+
+def synthesize(name: str, out_path: Path | str, seed: int = 0, width: float = 1.0) -> Path:
+    """Build ``name``'s architecture with seeded random weights, export it to ``out_path``
+    (with parity checked) and save the weights to ``out_path.with_suffix('.pt')``.
+
+    Raises:
+        ModelError: unknown model, or one with built-in real weights (retinaface).
+    """
+    spec = _synth_spec(name)
+    torch = require_torch()
+    out_path = Path(out_path)
+    options = SYNTH_OPTIONS.get(spec.arch, {})
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
+        torch.manual_seed(seed)
+        module = build_arch(spec.arch, width, **options)
+        _randomize(torch, module, spec, seed)
+    extra = {"emap": module.emap.numpy().astype(np.float32)} if hasattr(module, "emap") else None
+    meta = {"synthetic": "1", "seed": seed, "width": width, "arch": spec.arch}
+    if name.endswith("_fp16"):
+        # The FP16 graph is made from this one by the FP16 converter; this file is still FP32.
+        log.warning("synthetic '%s' is an FP32 graph with the FP16 file's contract", name)
+        meta["precision"] = "fp32"
+    report = export_onnx(module, spec, out_path, metadata=meta, extra_initializers=extra,
+                         seed=seed)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "name": name, "arch": spec.arch, "width": float(width),
+                "seed": int(seed), "options": dict(options), "state_dict": module.state_dict()},
+               buf)
+    atomic_write_bytes(out_path.with_suffix(".pt"), buf.getvalue())
+    log.info("synthesized %s (width %g, seed %d) -> %s; parity cosine %.6f",
+             name, width, seed, out_path, report.cosine)
+    return out_path
+
+
+def load_reference(name: str, weights_path: Path | str | None = None, width: float = 1.0):
+    """The torch module for ``name`` in eval mode, for the torch engines.
+
+    ``weights_path`` defaults to the store's ``synthetic/<name>.pt``. A file written by
+    ``synthesize`` carries its own width/seed/options (``width`` is then ignored); any other
+    file is read as a plain state dict (e.g. insightface's ``backbone.pth``) at ``width``.
+    """
+    spec = _synth_spec(name)
+    torch = require_torch()
+    if weights_path is None:
+        from ..models.store import ModelStore
+        weights_path = ModelStore().synthetic_path(name).with_suffix(".pt")
+    path = Path(weights_path)
+    if not path.is_file():
+        raise ModelError(f"model '{name}' | torch weights not found: {path}; expected a .pt "
+                         f"file (make one with: fusionrt models synth {name})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors come in many types
+        raise ModelError(f"model '{name}' | cannot read torch weights {path}: {e}") from None
+    options: dict[str, Any] = {}
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        if ckpt["arch"] != spec.arch:
+            raise ModelError(f"model '{name}' | {path} holds architecture '{ckpt['arch']}'; "
+                             f"expected '{spec.arch}'")
+        width, options, state = ckpt["width"], ckpt.get("options", {}), ckpt["state_dict"]
+    elif isinstance(ckpt, dict):
+        state = ckpt
+    else:
+        raise ModelError(f"model '{name}' | {path} is not a state dict; expected a mapping of "
+                         "parameter names to tensors")
+    module = build_arch(spec.arch, width, **options)
+    fits = f"{path} does not fit {spec.arch} at width {width:g}"
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when strict=False
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
+        raise ModelError(f"model '{name}' | {fits}: {first}") from None
+    missing = [k for k in missing if k != "emap"]  # real training checkpoints carry no emap
+    if missing or unexpected:
+        raise ModelError(f"model '{name}' | {fits}: missing {missing[:3]}"
+                         f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                         f"{'...' if len(unexpected) > 3 else ''}")
+    return module.eval()

@@ -1,0 +1,63 @@
+"""The ``fusionrt`` command: a thin layer over the library.
+
+Each area registers its own sub-commands (``register(subparsers)``) and handlers return an exit
+code. Errors a user can fix (``FusionError``) print one line and exit non-zero; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import FusionError
+
+# Modules that add sub-commands; a missing optional module never breaks the others.
+COMMAND_MODULES = (
+    "fusionrt.pipeline.commands",   # swap
+    "fusionrt.models.commands",     # models list|pull|import|verify|path|synth
+    "fusionrt.build.commands",      # export, build, calibrate
+    "fusionrt.bench.commands",      # bench
+    "fusionrt.doctor",              # doctor
+    "fusionrt.serve.commands",      # serve, triton
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusionrt", description="Face-swap inference runtime.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("fusionrt"):
+                continue  # area not present in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FusionError as e:
+        print(f"fusionrt: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fusionrt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

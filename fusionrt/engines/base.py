@@ -1,0 +1,177 @@
+"""The engine interface: load a built artifact once, run feeds through it, close it.
+
+Public methods validate and delegate; subclasses implement ``_load``, ``_run`` and ``_close``
+(the Polygraphy runner pattern). Feeds are numpy arrays on the CPU path and device tensors
+(torch) on the GPU path; validation reads only ``.shape`` and ``.dtype`` so both pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from ..errors import EngineError
+from ..models.spec import ModelSpec, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """Optimization profile for the batch axis (TensorRT min/opt/max)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "BatchProfile":
+        """``"8"`` → 8:8:8, ``"1:8:32"`` → min 1, opt 8, max 32."""
+        try:
+            parts = [int(p) for p in text.split(":")]
+        except ValueError:
+            raise ValueError(f"batch profile '{text}' | expected N or MIN:OPT:MAX") from None
+        if len(parts) == 1:
+            parts = parts * 3
+        if len(parts) != 3:
+            raise ValueError(f"batch profile '{text}' | expected N or MIN:OPT:MAX")
+        if not (1 <= parts[0] <= parts[1] <= parts[2]):
+            raise ValueError(f"batch profile '{text}' | expected 1 <= MIN <= OPT <= MAX")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings common to every engine; engine-specific knobs go in ``options``."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch: BatchProfile = BatchProfile()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What an engine loads: an ONNX file and its contract (torch engines also read ``weights``)."""
+
+    spec: ModelSpec
+    onnx_path: Path | None = None
+    weights_path: Path | None = None  # torch state dict for the reference architecture
+    synthetic: bool = False
+
+
+def _dtype_name(dtype: Any) -> str:
+    """numpy dtype or torch dtype → numpy-style name ('float32')."""
+    s = str(dtype)
+    return s.split(".", 1)[1] if s.startswith("torch.") else s
+
+
+class Engine(ABC):
+    """Base of every engine. Use as a context manager or call ``load``/``close``."""
+
+    name: ClassVar[str] = "?"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, artifact: Artifact, config: EngineConfig | None = None):
+        self.artifact = artifact
+        self.config = config or EngineConfig()
+        self._loaded = False
+
+    # -- availability --------------------------------------------------------
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(usable here, reason and fix if not). Must not raise."""
+        return True, ""
+
+    # -- contract --------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        return self.artifact.spec
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.outputs
+
+    # -- lifecycle -------------------------------------------------------------
+    def load(self) -> "Engine":
+        if not self._loaded:
+            ok, why = self.available()
+            if not ok:
+                raise EngineError(f"engine '{self.name}' | not usable here: {why}")
+            self._load()
+            self._loaded = True
+        return self
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one batch. Raises ``EngineError`` naming the input that breaks the contract."""
+        if not self._loaded:
+            self.load()
+        self.check_feeds(feeds)
+        return self._run(feeds)
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close()
+            self._loaded = False
+
+    def __enter__(self) -> "Engine":
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        expected = {t.name for t in self.inputs}
+        missing = expected - set(feeds)
+        extra = set(feeds) - expected
+        if missing or extra:
+            raise EngineError(
+                f"model '{self.spec.name}' | got inputs {sorted(feeds)}; expected {sorted(expected)}")
+        batch = None
+        for t in self.inputs:
+            a = feeds[t.name]
+            got_dtype = _dtype_name(a.dtype)
+            if got_dtype != t.dtype:
+                raise EngineError(f"input '{t.name}' | got dtype {got_dtype}; expected {t.dtype}")
+            shape = tuple(a.shape)
+            if len(shape) != len(t.shape) or any(
+                    isinstance(d, int) and d != s for d, s in zip(t.shape, shape)):
+                raise EngineError(
+                    f"input '{t.name}' | got shape {shape}; expected {t.shape_str()}")
+            if t.shape and isinstance(t.shape[0], str):
+                if batch is not None and shape[0] != batch:
+                    raise EngineError(
+                        f"input '{t.name}' | got batch {shape[0]}; other inputs have batch {batch}")
+                batch = shape[0]
+        prof = self.config.batch
+        if batch is not None and self.fixed_batch_profile and not (prof.min <= batch <= prof.max):
+            raise EngineError(
+                f"model '{self.spec.name}' | got batch {batch}; this engine was built for "
+                f"batch {prof.min}..{prof.max}")
+
+    #: True for engines built for a batch range (TensorRT profiles, CUDA graphs).
+    fixed_batch_profile: ClassVar[bool] = False
+
+    # -- implementation --------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def _close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.name!r}, device={self.config.device!r}, " \
+               f"precision={self.config.precision!r})"

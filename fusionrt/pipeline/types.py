@@ -1,0 +1,30 @@
+"""Data that flows between stages: frame → faces → aligned crops → swapped crops → frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in frame pixel coordinates.
+
+    Attributes:
+        box: (x1, y1, x2, y2) float32.
+        score: detector confidence in [0, 1].
+        landmarks: (5, 2) float32 — left eye, right eye, nose, left mouth, right mouth
+            (image left/right, the RetinaFace/ArcFace order).
+        embedding: L2-normalised identity vector, when the embed stage ran.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray | None = None
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))

@@ -80,7 +80,7 @@ def test_model_stage_matches_fp32_reference(engine, model, synth_models):
 
 
 @pytest.mark.parametrize("engine", engine_names())
-def test_detector_boxes_match_fp32_reference(engine, grace_hopper, tmp_path, monkeypatch):
+def test_detector_boxes_match_fp32_reference(engine, grace, tmp_path, monkeypatch):
     cls = _engine_or_skip(engine)
     if engine == "torch-compile" and DEVICE == "cpu":
         pytest.skip("torch-compile on CPU compiles for minutes: covered on the GPU machine")
@@ -92,9 +92,9 @@ def test_detector_boxes_match_fp32_reference(engine, grace_hopper, tmp_path, mon
     from fusionrt.pipeline.detect import Detector
     art = ModelStore().resolve("retinaface_mnet025")
     with get_engine("ort-cpu")(art) as ref_eng:
-        ref = Detector(ref_eng).detect(grace_hopper)
+        ref = Detector(ref_eng).detect(grace)
     with cls(art, _config(engine)) as eng:
-        got = Detector(eng).detect(grace_hopper)
+        got = Detector(eng).detect(grace)
     assert len(got) == len(ref) == 1
     iou = parity.box_iou(np.stack([f.box for f in ref]), np.stack([f.box for f in got]))
     assert np.diag(iou).min() >= 0.99

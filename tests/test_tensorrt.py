@@ -40,7 +40,8 @@ def test_batch_profile_parse(text, want):
 
 @pytest.mark.parametrize("text,match", [("a", "expected N or MIN:OPT:MAX"),
                                         ("4:2:8", "1 <= MIN <= OPT <= MAX"),
-                                        ("0:1:2", "1 <= MIN"), ("1:2:3:4", "1 <= MIN")])
+                                        ("0:1:2", "1 <= MIN"), ("1:2:3:4", "expected N or MIN:OPT:MAX"),
+                                        ("1:2", "expected N or MIN:OPT:MAX")])
 def test_batch_profile_rejects(text, match):
     with pytest.raises(ValueError, match=match):
         BatchProfile.parse(text)

@@ -43,7 +43,15 @@ def _pipeline(cfg: "BenchConfig", store, engine: str):
     FaceSwapPipeline, PipelineConfig = _classes()
     pcfg = PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine,
                           allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
-    return FaceSwapPipeline(pcfg, store=store)
+    # The pipeline's synthetic-weights banner would repeat on every build; the rows and the
+    # report header carry the synthetic note instead.
+    plog = logging.getLogger(FaceSwapPipeline.__module__)
+    level = plog.level
+    plog.setLevel(logging.ERROR)
+    try:
+        return FaceSwapPipeline(pcfg, store=store)
+    finally:
+        plog.setLevel(level)
 
 
 def reference_frame(cfg: "BenchConfig", store, lookup, images) -> np.ndarray:
@@ -131,7 +139,7 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
             row["notes"].append("the real detector runs through onnx2torch on torch engines")
         r._run_row(g, row, 1, runner_engine, timer, probe, {}, device, row["load"])
         row["load"]["warm_first_run_ms"] = row["first_run_ms"]
-    except Unavailable as e:
+    except (Unavailable, FusionError) as e:
         r._close_rows(g.rows, "unavailable", str(e))
     except Exception as e:
         log.debug("pipeline group failed", exc_info=True)

@@ -180,7 +180,7 @@ class BenchRunner:
                                          "max_row_s", "min_runs", "parity_items", "detect_size",
                                          "pipeline_swapper", "seed")}
         d.update(frame=str(c.frame), source=str(c.source), reference=f"{REFERENCE}/fp32",
-                 reference_note=(f"parity: every row's last outputs vs {REFERENCE} FP32 on the "
+                 reference_note=(f"every row's last outputs vs {REFERENCE} FP32 on the "
                                  f"first min(batch, {c.parity_items}) items of the same inputs"))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
@@ -278,7 +278,7 @@ class BenchRunner:
                     continue
                 self._run_row(g, row, b, engine, timer, probe, feeds_np, device, load)
             load["warm_first_run_ms"] = g.rows[0]["first_run_ms"]
-        except Unavailable as e:
+        except (Unavailable, FusionError) as e:  # e.g. a dependency the engine lacks here
             self._close_rows(g.rows, "unavailable", str(e))
         except Exception as e:
             log.debug("group %s failed", g, exc_info=True)

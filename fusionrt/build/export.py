@@ -145,7 +145,8 @@ def export_onnx(module: Any, spec: ModelSpec, out_path: Path | str, *, opset: in
                 atol: float = 1e-3, min_cosine: float = 0.9999,
                 extra_initializers: Mapping[str, np.ndarray] | None = None,
                 seed: int = 0) -> ExportReport:
-    """Export ``module`` (forward takes ``spec.inputs`` in order) to ``out_path``.
+    """Export ``module`` (forward takes ``spec.inputs`` in order; it is put in eval mode)
+    to ``out_path``, written atomically. The graph is traced in fp32 on the CPU.
 
     Args:
         opset: ONNX opset, >= 13 (lower is refused).

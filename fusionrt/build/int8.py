@@ -22,7 +22,9 @@ Settings and their reasons:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,19 @@ def excluded_nodes(model, spec: ModelSpec | None, options: Int8Options) -> dict[
     return out
 
 
+@contextlib.contextmanager
+def _quiet():
+    """ORT's quantizer prints progress and logs one root-logger INFO line per copied bias."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            yield
+    finally:
+        root.setLevel(level)
+
+
 class _Reader:
     """ORT ``CalibrationDataReader`` over a list of feeds."""
 
@@ -148,11 +163,12 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
             extra["CalibPercentile"] = options.percentile
         raw = Path(tmp) / "q.onnx"
         try:
-            quantize_static(str(pre), str(raw), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=op_types, per_channel=options.per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=sorted(excluded), calibrate_method=method,
-                            extra_options=extra)
+            with _quiet():
+                quantize_static(str(pre), str(raw), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=op_types, per_channel=options.per_channel,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                nodes_to_exclude=sorted(excluded), calibrate_method=method,
+                                extra_options=extra)
         except Exception as e:  # ORT's quantizer raises assorted errors on odd graphs
             raise ModelError(f"int8 quantization | onnxruntime quantizer failed: {e}") from e
         q = onnx.load(str(raw))
@@ -165,7 +181,7 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
         e.key, e.value = k, v
     from ..models.store import atomic_write_bytes
     atomic_write_bytes(out_path, q.SerializeToString())
-    report = Int8Report(out_path, options.method, len(feeds), qdq_summary(q)["quantized"],
+    report = Int8Report(out_path, options.method, len(feeds), qdq_summary(q)["int8_weights"],
                         excluded)
     log.info("int8: %s calibration on %d samples; quantized %s; %d nodes kept float",
              options.method, len(feeds), report.quantized, len(excluded))
@@ -173,17 +189,20 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
 
 
 def qdq_summary(model) -> dict:
-    """{"quantized": {op: n}, "float": {op: n}}: a node counts as quantized when a float input
-    of it comes from a DequantizeLinear (weights included)."""
+    """Counts for reports: {"int8_weights": {op: n}, "float_weights": {op: n}, "qdq_pairs": n}.
+
+    A Conv/Gemm has INT8 weights when its weight input is a DequantizeLinear output; norm nodes
+    never do (their scale/bias stay float).
+    """
     dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     q: dict[str, int] = {}
     f: dict[str, int] = {}
     for n in model.graph.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        d = q if any(i in dq for i in n.input) else f
-        d[n.op_type] = d.get(n.op_type, 0) + 1
-    return {"quantized": q, "float": f}
+        if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+            d = q if len(n.input) > 1 and n.input[1] in dq else f
+            d[n.op_type] = d.get(n.op_type, 0) + 1
+    pairs = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
+    return {"int8_weights": q, "float_weights": f, "qdq_pairs": pairs}
 
 
 def quantized_nodes(model) -> dict[str, bool]:
@@ -191,3 +210,9 @@ def quantized_nodes(model) -> dict[str, bool]:
     dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return {n.name: len(n.input) > 1 and n.input[1] in dq
             for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+
+
+def dq_fed(model) -> set[str]:
+    """Names of nodes with at least one input straight from a DequantizeLinear."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in model.graph.node if any(i in dq for i in n.input)}

@@ -49,6 +49,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models are shared read-only files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

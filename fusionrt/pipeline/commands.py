@@ -29,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output image or video path")
     p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES,
                    help="auto = first neural swapper with real weights installed, else classic")
-    p.add_argument("--engine", default="ort-cpu", choices=engine_names())
+    p.add_argument("--engine", default="ort-cpu",
+                   help=f"one of {', '.join(engine_names())}; a per-stage map "
+                        "'detect=ort-cuda,embed=ort-cuda,swap=trt'; or 'auto' (measured once per "
+                        "machine, parity-checked, fastest kept)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (GPU engines)")
     p.add_argument("--select", default="largest", choices=MODES,
                    help="which target faces to swap")
     p.add_argument("--reference", help="with --select reference: image of the person to replace")
@@ -80,7 +84,7 @@ def run_swap(args: argparse.Namespace) -> int:
     target_img = None if video else read_image(args.target, role="target")
 
     config = PipelineConfig(
-        swapper=args.swapper, engine=args.engine, select=args.select,
+        swapper=args.swapper, engine=args.engine, device=args.device, select=args.select,
         similarity_threshold=args.similarity, color_transfer=args.color_transfer,
         poisson=args.poisson, allow_synthetic=args.allow_synthetic)
     t0 = time.perf_counter()

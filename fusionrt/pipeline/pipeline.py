@@ -22,6 +22,7 @@ from ..models.zoo import ZOO
 from .classic import ClassicSwapper
 from .detect import Detector
 from .embed import Embedder
+from .hybrid import Choice, choose_engines, parse_engine_spec
 from .paste import paste_back
 from .select import MODES, select_faces
 from .swap import NeuralSwapper, SourceIdentity, Swapper
@@ -46,7 +47,8 @@ class PipelineConfig:
     installed, else ``"classic"``; synthetic weights only when named and ``allow_synthetic``."""
 
     swapper: str = "auto"
-    engine: str = "ort-cpu"
+    engine: str = "ort-cpu"  # one engine, "detect=ort-cuda,swap=trt", or "auto" (measured)
+    device: str = "cpu"      # where GPU engines run ("cuda", "cuda:1")
     select: str = "largest"
     similarity_threshold: float = 0.4
     score_threshold: float = 0.5
@@ -69,7 +71,8 @@ class FaceSwapPipeline:
         if c.swapper not in SWAPPER_CHOICES:
             raise ModelError(f"swapper '{c.swapper}' | unknown; expected one of: "
                              f"{', '.join(SWAPPER_CHOICES)}")
-        self.engine_cls = get_engine(c.engine)
+        self.engine_spec = parse_engine_spec(c.engine)
+        self.choices: dict[str, Choice] = {}
         self._engines: list[Engine] = []
         self._stages: dict[str, str] = {}
         self.ms: dict[str, float] = defaultdict(float)
@@ -95,11 +98,15 @@ class FaceSwapPipeline:
         if artifact.synthetic:
             self.synthetic = True
             log.warning(SYNTHETIC_BANNER.format(name=name))
-        cls = self.engine_cls
-        engine = cls(artifact, EngineConfig(device=cls.devices[0])).load()
+        choice = choose_engines(self.engine_spec, {stage: artifact}, self.config.device)[stage]
+        self.choices[stage] = choice
+        cls = get_engine(choice.engine)
+        device = self.config.device if self.config.device in cls.devices or any(
+            self.config.device.startswith(d) for d in cls.devices) else cls.devices[0]
+        engine = cls(artifact, EngineConfig(device=device)).load()
         self._engines.append(engine)
         kind = "SYNTHETIC" if artifact.synthetic else "real"
-        self._stages[stage] = f"{name} ({kind} weights) on {cls.name}"
+        self._stages[stage] = f"{name} ({kind} weights) on {cls.name} [{device}]: {choice.reason}"
         return engine
 
     def _make_swapper(self, name: str) -> Swapper:

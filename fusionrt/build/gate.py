@@ -1,0 +1,258 @@
+"""The quality gate: a reduced-precision artifact is used only if it stays close to FP32.
+
+Figures per task, on held-out inputs (never the crops INT8 was calibrated on):
+  * swap: PSNR and SSIM of the swapped crop (RGB in [0, 1]) and the identity cosine between
+    ArcFace embeddings of the FP32 and the candidate outputs (the FP32 ArcFace judges both);
+  * embed: cosine between FP32 and candidate embeddings;
+  * detect: IoU of matched boxes and landmark error (fraction of the box width).
+Thresholds: PSNR and ID-cosine are the project's (issue 5); the others are fusionrt's choice,
+set so that an FP16/INT8 build of a working model passes with margin. All are configurable.
+
+FP16 on the CPU: ONNX Runtime's CPU provider computes FP16 nodes in FP32 (it inserts Casts), so
+``ort-cpu`` would not exercise FP16 arithmetic at all. For FP16 on a CPU engine the gate runs the
+ONNX reference evaluator (numpy, real FP16 rounding and overflow) when the model is small enough,
+else ``ort-cpu`` with a note in the report saying that the figures reflect weight rounding only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models.spec import ModelSpec
+from .parity import Parity, box_iou, check, cosine, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+REFERENCE_MAX_BYTES = 40 << 20  # above this the numpy reference evaluator takes minutes/sample
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Lowest acceptable figure per metric (``landmark_err``: highest)."""
+
+    psnr: float
+    ssim: float
+    id_cosine: float
+    embed_cosine: float
+    box_iou: float
+    landmark_err: float
+
+
+PRESETS: dict[str, Thresholds] = {
+    "fp16": Thresholds(psnr=40.0, ssim=0.98, id_cosine=0.99, embed_cosine=0.999, box_iou=0.95,
+                       landmark_err=0.02),
+    "int8": Thresholds(psnr=30.0, ssim=0.90, id_cosine=0.95, embed_cosine=0.98, box_iou=0.90,
+                       landmark_err=0.05),
+}
+
+
+def thresholds_for(precision: str, **overrides: float) -> Thresholds:
+    if precision not in PRESETS:
+        raise ModelError(f"quality gate | precision '{precision}' has no thresholds; expected "
+                         f"one of {sorted(PRESETS)}")
+    return replace(PRESETS[precision], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class GateReport:
+    """The figures, whether they pass, and everything needed to judge them."""
+
+    model: str
+    precision: str
+    engine: str
+    candidate: str
+    reference: str
+    samples: int
+    figures: list[Parity]
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # conversion facts (keep-list, Q/DQ counts)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.figures) and all(f.passed for f in self.figures)
+
+    def summary(self) -> str:
+        return ", ".join(str(f) for f in self.figures) or "no figures"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def to_markdown(self) -> str:
+        lines = [f"# Quality gate: {self.model} {self.precision}",
+                 "", f"**{'PASSED' if self.passed else 'REFUSED'}** on {self.samples} held-out "
+                 f"sample(s), engine `{self.engine}`.", "",
+                 f"- candidate: `{self.candidate}`", f"- reference (FP32): `{self.reference}`"]
+        if self.synthetic:
+            lines.append("- **random-weight (synthetic) models: these figures say nothing about "
+                         "real-model quality**")
+        lines += ["", "| metric | value | threshold | result |", "|---|---|---|---|"]
+        for f in self.figures:
+            op = "<=" if f.metric in ("max_abs", "landmark_err") else ">="
+            lines.append(f"| {f.metric} | {f.value:.6g} | {op} {f.threshold:g} | "
+                         f"{'pass' if f.passed else 'FAIL'} |")
+        lines += [""] + [f"- {n}" for n in self.notes]
+        if self.details:
+            lines += ["", "## Artifact", ""]
+            lines += [f"- {k}: `{json.dumps(v, default=str)}`" for k, v in self.details.items()]
+        return "\n".join(lines) + "\n"
+
+    def write(self, stem: Path | str) -> tuple[Path, Path]:
+        """``<stem>.gate.json`` and ``<stem>.gate.md``."""
+        from ..models.store import atomic_write_bytes
+        stem = Path(stem)
+        js, md = Path(f"{stem}.gate.json"), Path(f"{stem}.gate.md")
+        atomic_write_bytes(js, json.dumps(self.to_dict(), indent=2, default=str).encode())
+        atomic_write_bytes(md, self.to_markdown().encode())
+        return js, md
+
+
+Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def make_runner(path: Path, spec: ModelSpec, engine: str = "ort-cpu") -> Runner:
+    """feeds -> outputs (spec order) for the ONNX file at ``path`` on ``engine``
+    (an engine name or ``"reference"`` for ONNX's numpy reference evaluator)."""
+    names = [t.name for t in spec.outputs]
+    if engine == "reference":
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+        ev = ReferenceEvaluator(onnx.load(str(path)))
+        return lambda feeds: [np.asarray(o, np.float32) for o in ev.run(names, dict(feeds))]
+    from ..engines.base import Artifact
+    from ..engines.registry import get_engine
+    eng = get_engine(engine)(Artifact(spec, Path(path))).load()
+    return lambda feeds: [np.asarray(eng.run(feeds)[n], np.float32) for n in names]
+
+
+def gate_engine(precision: str, engine: str, path: Path) -> tuple[str, str | None]:
+    """(engine the gate runs the candidate on, note for the report)."""
+    if precision != "fp16" or engine not in ("ort-cpu",):
+        return engine, None
+    if Path(path).stat().st_size <= REFERENCE_MAX_BYTES:
+        return "reference", ("FP16 checked with the ONNX reference evaluator (real FP16 "
+                             "arithmetic); ORT CPU would compute these nodes in FP32")
+    return engine, ("FP16 on ort-cpu: ORT computes FP16 nodes in FP32 on the CPU, so these "
+                    "figures reflect weight rounding only; re-run the gate on ort-cuda or trt")
+
+
+def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
+             feeds: Sequence[Mapping[str, np.ndarray]], *, engine: str = "ort-cpu",
+             thresholds: Thresholds | None = None, id_embedder=None, synthetic: bool = False,
+             reference_runner: Runner | None = None,
+             candidate_runner: Runner | None = None) -> GateReport:
+    """Run ``feeds`` through the FP32 ``reference`` and the ``candidate`` and compare.
+
+    Args:
+        id_embedder: an FP32 ``Embedder`` (ArcFace) for the swap models' identity cosine;
+            without it the ID figure fails as "not measured".
+        reference_runner / candidate_runner: override how outputs are computed (torch FP16).
+    """
+    th = thresholds or thresholds_for(precision)
+    notes: list[str] = []
+    cand_engine = engine
+    if candidate_runner is None:
+        cand_engine, note = gate_engine(precision, engine, candidate)
+        if note:
+            notes.append(note)
+        candidate_runner = make_runner(candidate, spec, cand_engine)
+    reference_runner = reference_runner or make_runner(
+        reference, spec, "reference" if cand_engine == "reference" else "ort-cpu")
+    ref = [reference_runner(f) for f in feeds]
+    got = [candidate_runner(f) for f in feeds]
+    ref_out = [np.concatenate([r[i] for r in ref]) for i in range(len(spec.outputs))]
+    got_out = [np.concatenate([g[i] for g in got]) for i in range(len(spec.outputs))]
+    if not all(np.isfinite(g).all() for g in got_out):
+        notes.append("candidate produced NaN/Inf values")
+    if spec.task == "swap":
+        figs = _swap_figures(spec, ref_out[0], got_out[0], th, id_embedder, notes)
+    elif spec.task == "embed":
+        figs = [check("embed_cosine", _safe(cosine, ref_out[0], got_out[0]), th.embed_cosine)]
+    elif spec.task == "detect":
+        figs = _detect_figures(spec, ref_out, got_out, th, notes)
+    else:
+        raise ModelError(f"quality gate | task '{spec.task}' has no figures")
+    if synthetic:
+        notes.append("models have random (synthetic) weights: the figures are for random "
+                     "weights, not for the real model")
+    return GateReport(spec.name, precision, cand_engine, str(candidate), str(reference),
+                      len(feeds), figs, synthetic, notes)
+
+
+def _safe(fn, *a) -> float:
+    """A metric of non-finite outputs is a failure, not a crash or a NaN that compares False."""
+    if not all(np.isfinite(x).all() for x in a):
+        return float("-inf")
+    v = fn(*a)
+    return v if np.isfinite(v) or v == float("inf") else float("-inf")
+
+
+def _swap_figures(spec, ref, got, th: Thresholds, id_embedder, notes) -> list[Parity]:
+    ref, got = np.clip(ref, 0, 1), np.clip(np.nan_to_num(got, nan=-1.0), -1, 2)
+    figs = [check("psnr", _safe(psnr, ref, np.clip(got, 0, 1)), th.psnr)]
+    figs.append(check("ssim", _safe(ssim, ref, np.clip(got, 0, 1)), th.ssim))
+    if id_embedder is None:
+        notes.append("identity cosine not measured: no FP32 ArcFace given (install "
+                      "arcface_w600k_r50 or pass --allow-synthetic)")
+        figs.append(check("id_cosine", float("-inf"), th.id_cosine))
+        return figs
+    a, b = identity_crops(spec, ref), identity_crops(spec, np.clip(got, 0, 1))
+    ea, eb = id_embedder.embed_crops(a), id_embedder.embed_crops(b)
+    figs.append(check("id_cosine", _safe(cosine, ea, eb), th.id_cosine))
+    return figs
+
+
+def identity_crops(spec: ModelSpec, out: np.ndarray) -> list[np.ndarray]:
+    """Generator outputs (N, 3, S, S) RGB [0, 1] → 112px BGR ArcFace crops (float 0..255),
+    re-aligned from the generator's template to ArcFace's."""
+    import cv2
+    from ..pipeline.align import ARCFACE_TEMPLATE_112, estimate_similarity, get_template
+    size = out.shape[-1]
+    m = estimate_similarity(get_template(spec.template).at(size), ARCFACE_TEMPLATE_112.points)
+    imgs = out.transpose(0, 2, 3, 1)[..., ::-1] * 255.0
+    return [cv2.warpAffine(np.ascontiguousarray(i, np.float32), m, (112, 112),
+                           flags=cv2.INTER_LINEAR) for i in imgs]
+
+
+def _detect_figures(spec, ref, got, th: Thresholds, notes) -> list[Parity]:
+    from ..pipeline.detect import decode, priors
+    names = [t.name for t in spec.outputs]
+    r, g = dict(zip(names, ref)), dict(zip(names, got))
+    anchors = r["loc"].shape[1]  # square letterboxed input: its side follows from the anchors
+    size = next((s for s in range(32, 4097, 32) if len(priors(s)) == anchors), None)
+    if size is None:
+        raise ModelError(f"quality gate | {anchors} anchors match no square detector input")
+    pri = priors(size)
+    ious, errs = [], []
+    for i in range(len(r["loc"])):
+        keep = np.flatnonzero(r["conf"][i][:, 1] > 0.5)
+        if keep.size == 0:
+            continue
+        rb, rl = decode(r["loc"][i][keep], r["landmarks"][i][keep], pri[keep])
+        gb, gl = decode(g["loc"][i][keep], g["landmarks"][i][keep], pri[keep])
+        ious.extend(np.diag(box_iou(rb, gb)))
+        width = np.maximum(rb[:, 2] - rb[:, 0], 1e-6)
+        errs.extend(np.linalg.norm(rl - gl, axis=2).mean(1) / width)
+    if not ious:
+        notes.append("no face above 0.5 in the reference outputs: nothing to compare")
+        return [check("box_iou", float("-inf"), th.box_iou)]
+    err = float(np.mean(errs)) if np.isfinite(errs).all() else float("inf")
+    return [check("box_iou", float(np.mean(ious)), th.box_iou),
+            Parity("landmark_err", err, th.landmark_err, bool(err <= th.landmark_err))]
+
+
+def refusal(report: GateReport, passed: Sequence[str] = ()) -> ModelError:
+    """The error for a refused artifact: its figures and which precision did pass."""
+    hint = (f"{', '.join(passed)} passed: use --precision {passed[0]}" if passed
+            else "fp32 (the reference) always passes: use --precision fp32")
+    return ModelError(f"artifact '{report.candidate}' | {report.precision} refused by the quality "
+                      f"gate: {report.summary()}; {hint}")

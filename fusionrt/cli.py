@@ -20,7 +20,8 @@ COMMAND_MODULES = (
     "fusionrt.build.commands",      # export, build, calibrate
     "fusionrt.bench.commands",      # bench
     "fusionrt.doctor",              # doctor
-    "fusionrt.serve.commands",      # serve, triton
+    "fusionrt.serve.commands",      # serve
+    "fusionrt.batch.commands",      # batch (Ray)
 )
 
 

@@ -36,7 +36,7 @@ def test_readme_first_lines_are_the_two_commands():
     assert code[0].startswith("pip install -e . && fusionrt swap --source examples/astronaut.png")
     assert code[1].endswith("python -m pytest -q")
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python3 -m pytest -q " in ci
+    assert "\npython -m pytest -q " in ci
 
 
 @pytest.mark.slow

@@ -1,14 +1,20 @@
-"""Which file each (engine, precision) row loads.
+"""Which file each (engine, precision) row loads, and the quality gate's verdict on it.
 
-Torch engines run the FP32 module and take ``precision`` as autocast (FP16); they have no INT8
-path. ONNX engines (ort-*, trt) load a converted graph: FP16 from ``fusionrt.build.fp16``, INT8
-Q/DQ from ``fusionrt.build.int8`` — precision lives in the graph. Converted files are cached
-under ``$FUSIONRT_HOME/bench/artifacts`` keyed by the source file's sha256, so a rerun reuses
-them (its ``artifact_build_ms`` is then ``None`` and the row notes say "cached").
+Torch engines run the FP32 module with ``precision`` as autocast (FP16); they have no INT8 path.
+ONNX engines (ort-*, trt) load a converted graph — precision lives in the graph:
+  * the gated artifact ``fusionrt build MODEL --precision P`` wrote beside the FP32 file
+    (``<stem>.<P>.onnx``, gate figures in ``<stem>.<P>.gate.json`` with ``--report``), if any;
+  * else FP16 is built and gated now (``fusionrt.build.commands.build_artifact``: the FP16
+    converter of ``fusionrt.build.fp16`` + ``fusionrt.build.gate``); a refused artifact makes the
+    row unavailable with the gate's figures;
+  * INT8 is never built implicitly (its calibration needs the user's face crops): without the
+    ``fusionrt build`` artifact the row says how to make one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -20,75 +26,135 @@ from ..engines.base import Artifact
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _quiet_converter():
+    """ORT's FP16 converter logs whole protobuf node lists as warnings ("initializer is used by
+    both fp32 and fp16 nodes"); in a benchmark log they bury the rows."""
+    lg = logging.getLogger("onnxruntime.transformers.float16")
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
+
+
 class Unavailable(Exception):
     """A row that cannot run on this machine or in this build; the message is the reason."""
 
 
-def artifact_dir() -> Path:
-    from ..models.store import fusionrt_home
-    return fusionrt_home() / "bench" / "artifacts"
+def gated_path(base: Artifact, precision: str) -> Path:
+    """Where ``fusionrt build`` puts the ``precision`` artifact of ``base``."""
+    fp32 = Path(base.onnx_path)
+    return fp32.with_name(f"{fp32.stem}.{precision}.onnx")
 
 
-def _cached_path(base: Artifact, precision: str) -> Path:
-    from ..build.cache import file_sha256
-    src = Path(base.onnx_path)
-    return artifact_dir() / f"{src.stem}.{file_sha256(src)[:16]}.{precision}.onnx"
+def gate_summary(report: Any) -> dict[str, Any]:
+    """The part of a gate report a bench row keeps (accepts a ``GateReport`` or its dict)."""
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    figs = d.get("figures") or []
+    text = ", ".join(f"{f['metric']} {f['value']:.4g}" for f in figs if f.get("value") is not None)
+    return {"passed": d.get("passed"), "summary": text, "engine": d.get("engine"),
+            "samples": d.get("samples"), "synthetic": d.get("synthetic"),
+            "notes": list(d.get("notes") or [])}
 
 
-def for_precision(base: Artifact, engine: str, precision: str,
-                  torch_engine: bool) -> tuple[Artifact, dict[str, Any]]:
+def _read_gate(path: Path) -> dict[str, Any] | None:
+    js = path.with_name(f"{path.with_suffix('').name}.gate.json")
+    try:
+        return gate_summary(json.loads(js.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def static_reason(engine: str, precision: str, torch_engine: bool) -> str | None:
+    """Why (engine, precision) can never run, known without touching any file; else None."""
+    if precision not in ("fp32", "fp16", "int8"):
+        return f"precision '{precision}' | unknown; expected fp32, fp16 or int8"
+    if torch_engine and precision == "int8":
+        return ("torch engines have no INT8 path (their precision is autocast: fp32, fp16, "
+                "bf16); INT8 runs as a Q/DQ graph on ort-*/trt")
+    return None
+
+
+def for_precision(base: Artifact, engine: str, precision: str, torch_engine: bool,
+                  allow_synthetic: bool = False) -> tuple[Artifact, dict[str, Any]]:
     """(artifact to load, info: build_ms, gate, notes) or ``Unavailable`` with the reason."""
+    if (why := static_reason(engine, precision, torch_engine)):
+        raise Unavailable(why)
     if torch_engine:
-        if precision == "int8":
-            raise Unavailable("torch engines have no INT8 path (their precision is autocast: "
-                              "fp32, fp16, bf16); INT8 runs as a Q/DQ graph on ort-*/trt")
         note = "FP16 = torch.autocast (norms/reductions in FP32)" if precision == "fp16" else ""
         return base, {"build_ms": None, "gate": None, "notes": [note] if note else []}
     if precision == "fp32":
         return base, {"build_ms": None, "gate": None, "notes": []}
     if base.onnx_path is None:
         raise Unavailable(f"model '{base.spec.name}' | no ONNX file to convert to {precision}")
-    if precision == "fp16":
-        return _fp16(base)
-    if precision == "int8":
-        return _int8(base)
-    raise Unavailable(f"precision '{precision}' | unknown; expected fp32, fp16 or int8")
-
-
-def _fp16(base: Artifact) -> tuple[Artifact, dict[str, Any]]:
-    try:
-        from ..build.fp16 import convert_fp16
-    except ImportError as e:
-        raise Unavailable(f"FP16 ONNX converter fusionrt.build.fp16 not usable in this build: "
-                          f"{e}") from None
-    out = _cached_path(base, "fp16")
+    path = gated_path(base, precision)
     info: dict[str, Any] = {"build_ms": None, "gate": None, "notes": []}
-    if out.is_file():
-        info["notes"].append(f"FP16 graph cached: {out.name}")
+    if path.is_file():
+        info["gate"] = _read_gate(path)
+        info["notes"].append(f"{precision.upper()} graph from fusionrt build: {path.name}" + (
+            "" if info["gate"] else " (no gate report beside it; build with --report)"))
     else:
-        t0 = time.perf_counter()
-        _, report = convert_fp16(base.onnx_path, out)
-        info["build_ms"] = (time.perf_counter() - t0) * 1000.0
-        info["notes"].append(f"FP16 graph built: {report.fp16_nodes}/{report.nodes} nodes FP16, "
-                             f"kept FP32: {report.kept or 'none'}")
-    info["gate"] = _gate(base, out, "fp16")
-    return replace(base, onnx_path=out, weights_path=None), info
+        old = _read_gate(path)
+        if old is not None and old.get("passed") is False:  # refused (and deleted) earlier
+            raise Unavailable(f"{precision.upper()} artifact refused by the quality gate "
+                              f"({path.with_suffix('').name}.gate.json): {old['summary']}")
+        if precision == "int8":  # calibration needs the user's face crops: never implicit
+            raise Unavailable(
+                f"no INT8 artifact for {base.spec.name} (expected {path.name} beside the FP32 "
+                f"file): make one with `fusionrt calibrate {base.spec.name} --images DIR` then "
+                f"`fusionrt build {base.spec.name} --precision int8 --calibration SET.npz "
+                f"--report`")
+        try:
+            result, info["build_ms"] = _build(base.spec.name, precision, allow_synthetic)
+        except _GateCouldNotRun as e:
+            path, info["build_ms"] = _ungated_fp16(base)
+            info["notes"].append(f"FP16 graph built by this run WITHOUT the quality gate (the "
+                                 f"gate could not run: {e}); see the parity column")
+            return replace(base, onnx_path=path, weights_path=None), info
+        path = Path(result.artifact)
+        info["gate"] = gate_summary(result.report) if result.report is not None else None
+        info["notes"].append(f"FP16 graph built and gated by this run: {path.name}")
+    return replace(base, onnx_path=path, weights_path=None), info
 
 
-def _int8(base: Artifact) -> tuple[Artifact, dict[str, Any]]:
+class _GateCouldNotRun(Exception):
+    """The builder failed before the gate judged the artifact (not a refusal)."""
+
+
+def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
+    """FP16 conversion alone, into the bench's own folder (never where ``fusionrt build`` puts
+    gated artifacts, so nothing else mistakes it for one)."""
+    from ..build.cache import file_sha256
+    from ..build.fp16 import convert_fp16
+    from ..models.store import fusionrt_home
+    src = Path(base.onnx_path)
+    out = fusionrt_home() / "bench" / "artifacts" / f"{src.stem}.{file_sha256(src)[:16]}.fp16.onnx"
+    t0 = time.perf_counter()
+    if not out.is_file():
+        with _quiet_converter():
+            convert_fp16(src, out)
+    return out, (time.perf_counter() - t0) * 1000.0
+
+
+def _build(model: str, precision: str, allow_synthetic: bool) -> tuple[Any, float]:
     try:
-        from ..build import int8  # noqa: F401
+        from ..build.commands import build_artifact
     except ImportError as e:
-        raise Unavailable(f"INT8 Q/DQ builder fusionrt.build.int8 not usable in this build: "
-                          f"{e}") from None
-    raise Unavailable("INT8 Q/DQ builder present but not wired into the benchmark yet")
-
-
-def _gate(base: Artifact, candidate: Path, precision: str) -> dict[str, Any] | None:
-    """The quality gate's verdict on ``candidate`` when ``fusionrt.build.gate`` exists; the
-    benchmark's own parity column is measured either way."""
+        raise Unavailable(f"{precision.upper()} builder (fusionrt.build) not usable in this "
+                          f"build: {e}") from None
+    from ..errors import FusionError
+    t0 = time.perf_counter()
     try:
-        from ..build import gate  # noqa: F401
-    except ImportError:
-        return None
-    return None
+        with _quiet_converter():
+            result = build_artifact(model, precision, allow_synthetic=allow_synthetic,
+                                    report=True)
+    except FusionError as e:
+        if "refused by the quality gate" in str(e):  # the row says so, with the figures
+            raise Unavailable(f"{precision.upper()} artifact refused: {e}") from None
+        raise _GateCouldNotRun(str(e)) from None
+    except ImportError as e:  # e.g. onnxruntime's quantization tools missing
+        raise Unavailable(f"{precision.upper()} builder cannot run here: {e}") from None
+    return result, (time.perf_counter() - t0) * 1000.0
+

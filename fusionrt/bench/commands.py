@@ -31,8 +31,9 @@ def register(subparsers) -> None:
         "bench", help="benchmark engines x precisions x batch sizes x stages",
         description="Time every stage on every engine and precision; write JSON, Markdown and "
                     "a PNG chart. Defaults depend on --device: cpu = ort-cpu,torch / fp32 / "
-                    "batch 1 / 5 runs (about a minute); cuda = every engine and precision, "
-                    "batches 1,4,16,32, 50 runs.")
+                    "batch 1 / 5 runs, rows capped at ~3 s, no row started after 90 s (about a "
+                    "minute); cuda = every engine and precision, batches 1,4,16,32, 50 runs "
+                    "capped at ~5 s per row, no budget.")
     p.add_argument("--engines", type=_csv(str), help="e.g. ort-cpu,ort-cuda,torch,torch-compile,"
                                                      "ort-trt,trt")
     p.add_argument("--precisions", type=_csv(str), help="fp32,fp16,int8")
@@ -47,9 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print per-row deltas between two result files and exit")
     p.add_argument("--budget-s", type=float, help="start no row after this many seconds; the "
-                                                  "rest are listed as skipped")
+                                                  "rest are listed as skipped (inf = no budget)")
     p.add_argument("--max-row-s", type=float, help="cap each row's timed runs at about this many "
-                                                   "seconds (at least 3 runs)")
+                                                   "seconds, at least 3 runs (inf = no cap)")
     p.add_argument("--parity-items", type=int, default=2,
                    help="batch items compared with the FP32 reference (default 2)")
     p.add_argument("--detect-size", type=int, default=640, help="detector input side (640)")
@@ -99,12 +100,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise InputError(f"--device | got '{args.device}'; expected cpu, cuda or cuda:N")
     config = with_defaults(
-        BenchConfig(allow_synthetic=args.allow_synthetic, budget_s=args.budget_s,
-                    max_row_s=args.max_row_s, parity_items=args.parity_items,
+        BenchConfig(allow_synthetic=args.allow_synthetic, parity_items=args.parity_items,
                     detect_size=args.detect_size, pipeline_swapper=args.pipeline_swapper,
                     frame=args.frame, source=args.source),
         device=args.device, engines=args.engines, precisions=args.precisions,
-        batches=args.batches, stages=args.stages, runs=args.runs, warmup=args.warmup)
+        batches=args.batches, stages=args.stages, runs=args.runs, warmup=args.warmup,
+        budget_s=args.budget_s, max_row_s=args.max_row_s)
     out = args.out or default_out(args.device)
     out.mkdir(parents=True, exist_ok=True)
     runner = BenchRunner(config, on_row=_Writer(out), progress=not args.no_progress)

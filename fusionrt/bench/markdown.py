@@ -3,6 +3,8 @@ reasons, load/build times, and the seed's published table as the reference layou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .report import label, rows_by_stage
 from .stages import STAGES, SYNTHETIC_NOTE
 
@@ -27,13 +29,17 @@ def _x(x) -> str:
     return "—" if x is None else f"{x:.2f}×"
 
 
-def _parity(p: dict | None) -> str:
+def _parity(p: dict | None, gate: dict | None = None) -> str:
     if not p:
-        return "—"
-    if p.get("passed") is None:
-        return "n/a"
-    v = "identical" if p.get("identical") else f"{p['metric']} {p['value']:.4g}"
-    return f"{v} {'pass' if p['passed'] else 'FAIL'}"
+        text = "—"
+    elif p.get("passed") is None:
+        text = "n/a"
+    else:
+        v = "identical" if p.get("identical") else f"{p['metric']} {p['value']:.4g}"
+        text = f"{v} {'pass' if p['passed'] else 'FAIL'}"
+    if gate and gate.get("passed") is not None:
+        text += f"; gate {'pass' if gate['passed'] else 'REFUSED'}"
+    return text
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -46,7 +52,7 @@ def _table(rows: list[dict]) -> list[str]:
             label(r) + mark, str(r["batch"]), _n(lat["mean"]), _n(lat["p50"]), _n(lat["p95"]),
             _n(lat["p99"]), _n(r.get("gpu_mem_mb"), "{:.0f}"), _n(r.get("fps"), "{:.1f}"),
             _x(r.get("speedup_vs_torch_fp32")), _x(r.get("speedup_vs_ort_cuda_fp32")),
-            _parity(r.get("parity")))) + " |")
+            _parity(r.get("parity"), r.get("gate")))) + " |")
     return out
 
 
@@ -73,15 +79,18 @@ def _machine(m: dict) -> list[str]:
 
 def _method(doc: dict) -> str:
     c = doc["config"]
-    cap = (f", capped at about {c['max_row_s']:g} s of timed runs per row (min "
-           f"{c.get('min_runs', 3)})") if c.get("max_row_s") else ""
+    cap = (f", capped at about {c['max_row_s']:g} s of timed runs per row (at least "
+           f"{min(c.get('min_runs', 3), c['runs'])} runs)") if c.get("max_row_s") else ""
     return (f"Method: per row {c['warmup']} warm-up run(s), then {c['runs']} timed runs{cap}, "
             "each synchronised; latency from CUDA events on GPU rows and perf_counter on CPU "
             "rows (host wall clock kept in the JSON); FPS = batch × runs / total wall time; GPU "
             "mem = NVML used-memory delta from before the engine loaded (torch's allocator peak "
             "where NVML is missing); speedups = mean-latency ratios against the torch/fp32 and "
             "ort-cuda/fp32 rows of the same stage and batch in this run (— when that row is "
-            f"missing). Parity: {c.get('reference_note', '')}.")
+            f"missing). Parity: {c.get('reference_note', '')} (detector: the worst cosine of "
+            "its raw heads over all anchors, stricter than the quality gate's box IoU; "
+            "embedder: cosine; generators and pipeline: PSNR); 'gate' is the quality gate's "
+            "verdict on a converted FP16/INT8 graph.")
 
 
 def _loads(rows: list[dict]) -> list[str]:
@@ -127,6 +136,10 @@ def to_markdown(doc: dict) -> str:
     by_stage = rows_by_stage(doc["rows"])
     for stage, rows in by_stage.items():
         title = STAGES[stage].title if stage in STAGES else stage
+        if rows[0].get("input_size"):
+            title += f" — input {rows[0]['input_size']}×{rows[0]['input_size']}"
+        elif stage == "pipeline":
+            title += f" — frame {Path(doc['config'].get('frame', '?')).name}"
         ok = [r for r in rows if r["status"] == "ok"]
         rest = [r for r in rows if r["status"] != "ok"]
         lines += [f"## {title}", ""]

@@ -54,7 +54,7 @@ def _pipeline(cfg: "BenchConfig", store, engine: str):
         plog.setLevel(level)
 
 
-def reference_frame(cfg: "BenchConfig", store, lookup, images) -> np.ndarray:
+def reference_frame(cfg: "BenchConfig", store) -> np.ndarray:
     """The output frame of the pipeline on the reference engine (ort-cpu, FP32)."""
     from .runner import REFERENCE
     frame, source = _images(cfg)
@@ -80,10 +80,8 @@ class _PipelineAsEngine:
 
 
 def run_pipeline_group(r: "BenchRunner", g) -> None:
-    from .runner import TORCH_ENGINES, _cuda_reason
+    from .runner import TORCH_ENGINES, cuda_reason
     cfg = r.cfg
-    if (why := r._over_budget()):
-        return r._close_rows(g.rows, "skipped", why)
     runner_engine = None
     probe = None
     try:
@@ -94,6 +92,8 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
             cls = r.lookup(g.engine)
         except FusionError as e:
             raise Unavailable(str(e)) from None
+        if g.engine in r.fell_back:
+            raise Unavailable(r.fell_back[g.engine])
         ok, why = cls.available()
         if not ok:
             raise Unavailable(f"not available on this machine: {why}")
@@ -103,9 +103,11 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
             raise Unavailable(f"FaceSwapPipeline runs engine '{g.engine}' on its first device "
                               f"'{device}' (PipelineConfig has no device); a {device} figure "
                               f"would mislead in a {wanted} table")
-        if device.startswith("cuda") and (why := _cuda_reason()):
+        if device.startswith("cuda") and (why := cuda_reason()):
             raise Unavailable(why)
         frame, source = _images(cfg)
+        if (why := r._over_budget()):
+            return r._close_rows(g.rows, "skipped", why)
         row = g.rows[0]
         row["device"] = device
         timer = r.timer_factory(device)
@@ -120,7 +122,11 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
 
         # cold: build every stage's engine + source identity + first frame, together
         cold_ms, pipe = timer.time_once(build_and_first)
+        fell_back = any(getattr(e, "fell_back", False) for e in getattr(pipe, "_engines", []))
         pipe.close()
+        if fell_back:  # ort-trt on the CUDA EP: its figure would be ort-cuda's
+            from .runner import FELL_BACK
+            raise Unavailable(FELL_BACK)
         warm_ms, pipe = timer.time_once(lambda: _pipeline(cfg, r.store, g.engine))
         runner_engine = _PipelineAsEngine(pipe, frame)
         pipe.set_source(source)
@@ -137,7 +143,7 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
                          "stages: " + "; ".join(f"{k}: {v}" for k, v in pipe.describe().items())]
         if g.engine in TORCH_ENGINES:
             row["notes"].append("the real detector runs through onnx2torch on torch engines")
-        r._run_row(g, row, 1, runner_engine, timer, probe, {}, device, row["load"])
+        r._run_row(g, row, 1, runner_engine, timer, probe, {}, "cpu")
         row["load"]["warm_first_run_ms"] = row["first_run_ms"]
     except (Unavailable, FusionError) as e:
         r._close_rows(g.rows, "unavailable", str(e))

@@ -15,10 +15,10 @@ from ..errors import InputError
 
 BASELINES = {"speedup_vs_torch_fp32": ("torch", "fp32"),
              "speedup_vs_ort_cuda_fp32": ("ort-cuda", "fp32")}
-ROW_KEYS = ("stage", "model", "engine", "precision", "batch", "device", "status", "reason",
-            "synthetic", "weights_note", "timer", "runs", "warmup", "latency_ms", "wall_ms",
-            "fps", "mem", "gpu_mem_mb", "load", "parity", "gate", "speedup_vs_torch_fp32",
-            "speedup_vs_ort_cuda_fp32", "notes")
+ROW_KEYS = ("stage", "model", "input_size", "engine", "precision", "batch", "device", "status",
+            "reason", "synthetic", "weights_note", "timer", "runs", "warmup", "latency_ms",
+            "wall_ms", "fps", "mem", "gpu_mem_mb", "load", "parity", "gate",
+            "speedup_vs_torch_fp32", "speedup_vs_ort_cuda_fp32", "notes")
 MACHINE_KEYS = ("gpu_name", "gpu_driver", "cuda", "cudnn", "torch", "onnxruntime", "tensorrt",
                 "fusionrt", "python", "cpu", "date", "command")
 STATS_KEYS = ("mean", "p50", "p95", "p99")
@@ -118,45 +118,49 @@ def label(r: dict) -> str:
 
 
 def write_png(doc: dict, path: str | Path) -> Path:
-    """Grouped bars of FPS per stage (x: batch size, bars: engine / precision), log scale."""
+    """Grouped bars of FPS per stage (x: batch size, bars: engine / precision, one colour per
+    engine / precision across the figure), log scale, one shared legend."""
+    import io
+
     import matplotlib
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
     from ..models.store import atomic_write_bytes
-    import io
     ok = [r for r in doc["rows"] if r["status"] == "ok" and r.get("fps")]
-    stages = list(dict.fromkeys(r["stage"] for r in doc["rows"]))
-    fig, axes = plt.subplots(len(stages) or 1, 1, figsize=(10, 3.2 * max(1, len(stages))),
+    stages = list(dict.fromkeys(r["stage"] for r in doc["rows"])) or ["(no rows)"]
+    labels = list(dict.fromkeys(label(r) for r in ok))
+    cmap = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    colour = {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+    fig, axes = plt.subplots(len(stages), 1, figsize=(10, 2.8 * len(stages) + 1.2),
                              squeeze=False)
     for ax, stage in zip(axes[:, 0], stages):
         rows = [r for r in ok if r["stage"] == stage]
-        labels = list(dict.fromkeys(label(r) for r in rows))
+        here = [lab for lab in labels if any(label(r) == lab for r in rows)]
         batches = sorted({r["batch"] for r in rows})
-        width = 0.8 / max(1, len(labels))
-        for j, lab in enumerate(labels):
-            xs, ys = [], []
-            for i, b in enumerate(batches):
-                hit = [r for r in rows if label(r) == lab and r["batch"] == b]
-                if hit:
-                    xs.append(i + j * width)
-                    ys.append(hit[0]["fps"])
-            ax.bar(xs, ys, width, label=lab)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(batches))],
-                      [f"batch {b}" for b in batches])
+        width = 0.8 / max(1, len(here))
+        for j, lab in enumerate(here):
+            pts = [(i + (j - (len(here) - 1) / 2) * width, r["fps"])
+                   for i, b in enumerate(batches) for r in rows
+                   if label(r) == lab and r["batch"] == b]
+            ax.bar([x for x, _ in pts], [y for _, y in pts], width, color=colour[lab])
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
         ax.set_ylabel("FPS")
         if rows:
             ax.set_yscale("log")
-            ax.legend(fontsize=7, ncol=3)
         else:
             ax.text(0.5, 0.5, "no rows ran", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(stage, fontsize=10)
+    if labels:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colour[lab]) for lab in labels]
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     m = doc["machine"]
     where = m.get("gpu_name") or m.get("cpu") or "?"
     title = f"fusionrt bench — {where} — {str(m.get('date', ''))[:10]}"
     if doc.get("synthetic"):
         title += "\nsynthetic random weights: speed only"
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    rows_of_legend = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.02 + 0.1 * rows_of_legend / len(stages), 1, 0.97))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

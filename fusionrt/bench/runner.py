@@ -11,77 +11,29 @@ Each finished row is handed to ``on_row`` so a killed run still leaves its resul
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..engines.base import BatchProfile, EngineConfig
 from ..engines.registry import get_engine
-from ..errors import FusionError, InputError
+from ..errors import FusionError
 from ..models.store import ModelStore
-from ..models.zoo import get_spec
 from . import artifacts
 from .artifacts import Unavailable
 from .machine import MemoryProbe, machine_info
-from .stages import (DEFAULT_FRAME, DEFAULT_SOURCE, STAGES, SYNTHETIC_NOTE, make_feeds,
-                     outputs_to_numpy, parity, read_images, slice_feeds)
+from .config import (BUILD_ENGINES, CPU_DEFAULTS, CUDA_DEFAULTS, PRECISIONS,  # noqa: F401
+                     REFERENCE, SCHEMA, TORCH_ENGINES, BenchConfig, cuda_reason, engine_device,
+                     fresh_dynamo, gpu_mem_figure, load_note, with_defaults)
+from .reference import References
+from .stages import STAGES, SYNTHETIC_NOTE, read_images, slice_feeds
 from .timers import RowKey, TimingSource, default_timer, summarize
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "fusionrt.bench/1"
-TORCH_ENGINES = ("torch", "torch-compile")
-BUILD_ENGINES = ("torch-compile", "ort-trt", "trt")  # compile/build per shape: run them last
-PRECISIONS = ("fp32", "fp16", "int8")
-REFERENCE = "ort-cpu"
-CPU_DEFAULTS = dict(engines=("ort-cpu", "torch"), precisions=("fp32",), batches=(1,),
-                    runs=5, warmup=1)
-CUDA_DEFAULTS = dict(engines=("torch", "ort-cuda", "torch-compile", "ort-trt", "trt"),
-                     precisions=PRECISIONS, batches=(1, 4, 16, 32), runs=50, warmup=3)
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """One benchmark run. ``budget_s``: start no row after this many seconds (later rows are
-    listed as skipped). ``max_row_s``: cap a row's timed runs at about this many seconds."""
-
-    engines: tuple[str, ...] = CPU_DEFAULTS["engines"]
-    precisions: tuple[str, ...] = ("fp32",)
-    batches: tuple[int, ...] = (1,)
-    stages: tuple[str, ...] = tuple(STAGES)
-    runs: int = 5
-    warmup: int = 1
-    device: str = "cpu"
-    allow_synthetic: bool = False
-    budget_s: float | None = None
-    max_row_s: float | None = None
-    min_runs: int = 3
-    parity_items: int = 2
-    detect_size: int = 640
-    pipeline_swapper: str = "inswapper_128"
-    frame: Path = DEFAULT_FRAME
-    source: Path = DEFAULT_SOURCE
-    seed: int = 0
-    command: str | None = None
-
-    def validate(self) -> "BenchConfig":
-        bad = [s for s in self.stages if s not in STAGES]
-        if bad:
-            raise InputError(f"--stages | unknown {bad}; expected some of: {', '.join(STAGES)}")
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            raise InputError(f"--precisions | unknown {bad}; expected some of: "
-                             f"{', '.join(PRECISIONS)}")
-        if not self.batches or min(self.batches) < 1:
-            raise InputError(f"--batch | got {list(self.batches)}; expected sizes >= 1")
-        if self.runs < 1 or self.warmup < 1:
-            raise InputError(f"--runs/--warmup | got {self.runs}/{self.warmup}; expected >= 1 "
-                             "(the first run holds lazy builds and compiles, so it is never timed)")
-        if not self.engines:
-            raise InputError("--engines | empty; expected at least one engine")
-        return self
-
+FELL_BACK = ("not available on this machine: ONNX Runtime's TensorRT EP cannot load the "
+             "TensorRT libraries and fell back to the CUDA EP (its rows would repeat ort-cuda)")
 
 @dataclass
 class _Group:
@@ -90,22 +42,6 @@ class _Group:
     precision: str
     batches: tuple[int, ...]
     rows: list[dict] = field(default_factory=list)
-
-
-def engine_device(cls: Any, requested: str) -> str:
-    """The device a row runs on: the requested one if the engine supports it, else the
-    engine's own (ort-cpu stays on the CPU in a CUDA run, ort-cuda needs CUDA in a CPU run)."""
-    return requested if requested.split(":")[0] in cls.devices else cls.devices[0]
-
-
-def _cuda_reason() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "needs torch with CUDA for device buffers and CUDA-event timing: pip install torch"
-    if not torch.cuda.is_available():
-        return "not available on this machine: torch sees no CUDA GPU"
-    return None
 
 
 class BenchRunner:
@@ -121,8 +57,8 @@ class BenchRunner:
         self.on_row = on_row
         self.progress = progress
         self.images = read_images((config.frame, config.source))
-        self._feeds: dict[str, dict] = {}
-        self._refs: dict[str, tuple[dict | None, str | None]] = {}
+        self.refs = References(config, self.store, engine_lookup, self.images)
+        self.fell_back: dict[str, str] = {}  # engine -> reason, once it fell back to another EP
         self.groups = self._plan()
         self.doc: dict[str, Any] = {}
 
@@ -137,17 +73,21 @@ class BenchRunner:
                     g = _Group(stage, engine, prec, batches)
                     g.rows = [self._new_row(g, b) for b in batches]
                     groups.append(g)
-        # Cheap engines first, builders/compilers last; within those, the seed's 256² generator
-        # first: a budget that runs out then cuts the least informative rows.
-        order = {s: i for i, s in enumerate(("swap256", "swap128", "embed", "detect", "pipeline"))}
-        return sorted(groups, key=lambda g: (g.engine in BUILD_ENGINES, order[g.stage],
-                                             PRECISIONS.index(g.precision)))
+        # Cheap engines first in the order asked for; builders/compilers last, the seed's 256²
+        # generator first among them: a budget that runs out then cuts the costliest rows.
+        given = {s: i for i, s in enumerate(c.stages)}
+        built = {s: i for i, s in enumerate(("swap256", "swap128", "embed", "detect", "pipeline"))}
+        return sorted(groups, key=lambda g: (
+            g.engine in BUILD_ENGINES, (built if g.engine in BUILD_ENGINES else given)[g.stage],
+            PRECISIONS.index(g.precision)))
 
     def _new_row(self, g: _Group, batch: int) -> dict:
         st = STAGES[g.stage]
         model = st.model or f"pipeline({self.cfg.pipeline_swapper})"
-        return {"stage": g.stage, "model": model, "engine": g.engine, "precision": g.precision,
-                "batch": batch, "device": None, "status": "pending",
+        size = None if g.stage == "pipeline" else (
+            self.cfg.detect_size if g.stage == "detect" else st.size)
+        return {"stage": g.stage, "model": model, "input_size": size, "engine": g.engine,
+                "precision": g.precision, "batch": batch, "device": None, "status": "pending",
                 "reason": "the run ended before this row", "synthetic": None, "weights_note": None,
                 "artifact": None, "timer": None, "runs": 0, "warmup": self.cfg.warmup,
                 "latency_ms": None, "wall_ms": None, "fps": None, "first_run_ms": None,
@@ -160,6 +100,7 @@ class BenchRunner:
         from tqdm.contrib.logging import logging_redirect_tqdm
         c = self.cfg
         self.t0 = time.perf_counter()
+        self.done = 0
         self.doc = {"schema": SCHEMA, "machine": machine_info(c.device, c.command),
                     "config": self._config_dict(), "synthetic": False, "rows": []}
         total = sum(len(g.rows) for g in self.groups)
@@ -195,14 +136,15 @@ class BenchRunner:
         self.doc["synthetic"] = any(r.get("synthetic") for r in rows)
         if row is not None:
             self.bar.update(1)
+            self.done += 1
+            where = (f"[{self.done}/{self.bar.total} +{time.perf_counter() - self.t0:.0f}s] "
+                     f"{row['stage']} {row['engine']}/{row['precision']} b{row['batch']}")
             if row["status"] == "ok":
                 lat = row["latency_ms"]
-                log.info("%s %s/%s b%d: %.2f ms (p95 %.2f), %.1f FPS", row["stage"],
-                         row["engine"], row["precision"], row["batch"], lat["mean"], lat["p95"],
-                         row["fps"])
+                log.info("%s: %.2f ms (p95 %.2f), %.1f FPS, %d runs", where, lat["mean"],
+                         lat["p95"], row["fps"], row["runs"])
             else:
-                log.info("%s %s/%s b%d: %s (%s)", row["stage"], row["engine"], row["precision"],
-                         row["batch"], row["status"], row["reason"])
+                log.info("%s: %s (%s)", where, row["status"], row["reason"])
         if self.on_row is not None:
             self.on_row(self.doc)
 
@@ -226,10 +168,12 @@ class BenchRunner:
         except FusionError as e:
             raise Unavailable(str(e)) from None
         device = engine_device(cls, self.cfg.device)
+        if g.engine in self.fell_back:  # known from an earlier group: skip the slow load
+            raise Unavailable(self.fell_back[g.engine])
         ok, why = cls.available()
         if not ok:
             raise Unavailable(f"not available on this machine: {why}")
-        if device.startswith("cuda") and (why := _cuda_reason()):
+        if device.startswith("cuda") and (why := cuda_reason()):
             raise Unavailable(why)
         for r in g.rows:
             r["device"] = device
@@ -238,15 +182,16 @@ class BenchRunner:
     def _run_group(self, g: _Group) -> None:
         c = self.cfg
         try:
+            cls, device = self._prepare(g)  # cheap facts first: they beat "skipped"
+            if (why := artifacts.static_reason(g.engine, g.precision, g.engine in TORCH_ENGINES)):
+                raise Unavailable(why)
             if (why := self._over_budget()):
                 return self._close_rows(g.rows, "skipped", why)
-            cls, device = self._prepare(g)
             base = self.store.resolve(STAGES[g.stage].model, allow_synthetic=c.allow_synthetic)
             art, info = artifacts.for_precision(base, g.engine, g.precision,
-                                                torch_engine=g.engine in TORCH_ENGINES)
-        except Unavailable as e:
-            return self._close_rows(g.rows, "unavailable", str(e))
-        except FusionError as e:
+                                                torch_engine=g.engine in TORCH_ENGINES,
+                                                allow_synthetic=c.allow_synthetic)
+        except (Unavailable, FusionError) as e:
             return self._close_rows(g.rows, "unavailable", str(e))
         except Exception as e:  # a converter failing on this model: an error, with its reason
             log.debug("artifact for %s failed", g, exc_info=True)
@@ -257,7 +202,7 @@ class BenchRunner:
                      gate=info.get("gate"))
             r["notes"] += info.get("notes", [])
         size = STAGES[g.stage].size if g.stage != "detect" else c.detect_size
-        feeds_np = self._stage_feeds(g.stage, base, size)
+        feeds_np = self.refs.feeds(g.stage, base.spec, size)
         feeds_np = {t.name: feeds_np[t.name].astype(t.dtype) for t in art.spec.inputs}
         options = {"dims": {"H": size, "W": size}} if (g.stage == "detect" and g.engine == "trt") \
             else {}
@@ -266,17 +211,29 @@ class BenchRunner:
             for r in g.rows:
                 r["notes"].append(f"one batch profile for all rows: min:opt:max = {prof}")
         config = EngineConfig(device=device, precision=g.precision, batch=prof, options=options)
+        feed_device = device
+        if device.startswith("cuda") and g.engine.startswith("ort-") and any(
+                isinstance(d, str) for t in art.spec.outputs for d in t.shape[1:]):
+            # OrtCudaEngine's IOBinding sizes outputs by the batch alone, so outputs with
+            # another symbolic axis (the detector's anchors "A") go through the host path.
+            feed_device = "cpu"
+            for r in g.rows:
+                r["notes"].append("host feeds (numpy in/out, copies included): IOBinding cannot "
+                                  "pre-size outputs with a symbolic non-batch axis")
+        if g.engine == "torch-compile":
+            fresh_dynamo()
         timer = self.timer_factory(device)
         probe = MemoryProbe(device)
         engine = None
         try:
             probe.baseline()
-            load, engine = self._load_twice(cls, art, config, timer, feeds_np, g, device, info)
-            for row, b in zip(g.rows, g.batches):
-                if (why := self._over_budget()):
+            load, engine = self._load_twice(cls, art, config, timer, feeds_np, g, feed_device,
+                                            info)
+            for i, (row, b) in enumerate(zip(g.rows, g.batches)):
+                if i and (why := self._over_budget()):  # the first row's load is paid: run it
                     self._close_rows([row], "skipped", why)
                     continue
-                self._run_row(g, row, b, engine, timer, probe, feeds_np, device, load)
+                self._run_row(g, row, b, engine, timer, probe, feeds_np, feed_device)
             load["warm_first_run_ms"] = g.rows[0]["first_run_ms"]
         except (Unavailable, FusionError) as e:  # e.g. a dependency the engine lacks here
             self._close_rows(g.rows, "unavailable", str(e))
@@ -289,34 +246,33 @@ class BenchRunner:
             probe.release()
             probe.close()
 
-    def _load_twice(self, cls, art, config, timer, feeds_np, g, device, info):
+    def _load_twice(self, cls, art, config, timer, feeds_np, g, feed_device, info):
         """Cold load + first run, close, warm load (a fresh instance, same process)."""
         key = RowKey(g.stage, g.engine, g.precision, g.batches[0])
-        feeds = self._device_feeds(slice_feeds(feeds_np, g.batches[0]), device)
+        feeds = self._device_feeds(slice_feeds(feeds_np, g.batches[0]), feed_device)
         cold = cls(art, config)
-        cold_load, _ = timer.time_once(cold.load, key)
-        if getattr(cold, "fell_back", False):  # ort-trt without TensorRT libraries
+        try:
+            cold_load, _ = timer.time_once(cold.load, key)
+            if getattr(cold, "fell_back", False):  # ort-trt without TensorRT libraries
+                self.fell_back[g.engine] = FELL_BACK
+                raise Unavailable(FELL_BACK)
+            cold_first, _ = timer.time_once(lambda: cold.run(feeds), key)
+        finally:
             cold.close()
-            raise Unavailable("not available on this machine: ONNX Runtime's TensorRT EP "
-                              "cannot load the TensorRT libraries and fell back to the CUDA EP "
-                              "(its rows would repeat ort-cuda)")
-        cold_first, _ = timer.time_once(lambda: cold.run(feeds), key)
-        cold.close()
-        del cold
         warm = cls(art, config)
         warm_load, _ = timer.time_once(warm.load, key)
         load = {"artifact_build_ms": info.get("build_ms"), "cold_load_ms": cold_load,
                 "cold_first_run_ms": cold_first, "warm_load_ms": warm_load,
-                "warm_first_run_ms": None, "note": _load_note(g.engine)}
+                "warm_first_run_ms": None, "note": load_note(g.engine)}
         for r in g.rows:
             r["load"] = load
         return load, warm
 
-    def _run_row(self, g, row, batch, engine, timer, probe, feeds_np, device, load) -> None:
+    def _run_row(self, g, row, batch, engine, timer, probe, feeds_np, feed_device) -> None:
         c = self.cfg
         key = RowKey(g.stage, g.engine, g.precision, batch)
         try:
-            feeds = self._device_feeds(slice_feeds(feeds_np, batch), device)
+            feeds = self._device_feeds(slice_feeds(feeds_np, batch), feed_device)
             fn = lambda: engine.run(feeds)  # noqa: E731
             probe.reset_peak()
             first, _ = timer.time_once(fn, key)
@@ -324,43 +280,24 @@ class BenchRunner:
             for _ in range(c.warmup - 1):
                 est, _ = timer.time_once(fn, key)
             runs = c.runs
-            if c.max_row_s is not None and est > 0:
+            if c.max_row_s is not None and math.isfinite(c.max_row_s) and est > 0:
                 runs = min(c.runs, max(c.min_runs, int(c.max_row_s * 1000.0 / est)))
             timing, out = timer.measure(fn, runs, key)
             mem = probe.sample()
             row.update(status="ok", reason=None, timer=timing.source, runs=timing.runs,
                        first_run_ms=first, latency_ms=summarize(timing.latency_ms),
                        wall_ms=summarize(timing.wall_ms), mem=mem,
-                       gpu_mem_mb=_gpu_mem(mem),
-                       fps=batch * timing.runs / timing.total_wall_s if timing.total_wall_s else None)
+                       gpu_mem_mb=gpu_mem_figure(mem, g.engine),
+                       fps=(batch * timing.runs / timing.total_wall_s
+                            if timing.total_wall_s else None))
             if runs < c.runs:
                 row["notes"].append(f"runs capped at {runs} (--max-row-s {c.max_row_s:g})")
-            self._row_parity(g, row, out)
+            row["parity"] = self.refs.parity(g.stage, batch, out)
         except Exception as e:  # OOM at a large batch must not end the run
             log.debug("row failed", exc_info=True)
             row.update(status="error", reason=f"{type(e).__name__}: {str(e).splitlines()[0]}")
             probe.release()
         self._emit(row)
-
-    def _row_parity(self, g: _Group, row: dict, out: Any) -> None:
-        ref, why = self._reference(g.stage)
-        if ref is None:
-            row["parity"] = {"passed": None, "reason": why}
-            return
-        task = "pipeline" if g.stage == "pipeline" else get_spec(STAGES[g.stage].model).task
-        got = {"frame": out.astype("float32")} if g.stage == "pipeline" else \
-            outputs_to_numpy(out, min(row["batch"], self.cfg.parity_items))
-        try:
-            row["parity"] = {"reference": f"{REFERENCE}/fp32", **parity(task, ref, got)}
-        except ValueError as e:
-            row["parity"] = {"passed": None, "reason": str(e)}
-
-    # -- inputs and reference -------------------------------------------------------------
-    def _stage_feeds(self, stage: str, base, size: int) -> dict:
-        if stage not in self._feeds:
-            self._feeds[stage] = make_feeds(base.spec, max(self.cfg.batches), size, self.images,
-                                            self.cfg.seed)
-        return self._feeds[stage]
 
     @staticmethod
     def _device_feeds(feeds: dict, device: str) -> dict:
@@ -369,55 +306,6 @@ class BenchRunner:
         import torch
         return {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
 
-    def _reference(self, stage: str) -> tuple[dict | None, str | None]:
-        """FP32 outputs of ``REFERENCE`` on the first K items, computed once per stage."""
-        if stage in self._refs:
-            return self._refs[stage]
-        from .pipeline_row import reference_frame
-        try:
-            if stage == "pipeline":
-                ref = {"frame": reference_frame(self.cfg, self.store, self.lookup, self.images)}
-            else:
-                c = self.cfg
-                base = self.store.resolve(STAGES[stage].model, allow_synthetic=c.allow_synthetic)
-                size = STAGES[stage].size if stage != "detect" else c.detect_size
-                k = min(c.parity_items, max(c.batches))
-                feeds = slice_feeds(self._stage_feeds(stage, base, size), k)
-                with self.lookup(REFERENCE)(base, EngineConfig("cpu", "fp32")) as eng:
-                    ref = outputs_to_numpy(eng.run(feeds), k)
-            self._refs[stage] = (ref, None)
-        except Exception as e:
-            self._refs[stage] = (None, f"no FP32 reference ({REFERENCE}): "
-                                       f"{type(e).__name__}: {e}")
-        return self._refs[stage]
-
     def _run_pipeline(self, g: _Group) -> None:
         from .pipeline_row import run_pipeline_group
         run_pipeline_group(self, g)
-
-
-def _gpu_mem(mem: dict) -> float | None:
-    """The table's figure: NVML's whole-device delta where NVML works (sees every allocator),
-    else torch's allocator peak."""
-    if mem.get("nvml_used_delta_mb") is not None:
-        return mem["nvml_used_delta_mb"]
-    return mem.get("torch_max_allocated_mb")
-
-
-def _load_note(engine: str) -> str:
-    if engine == "torch-compile":
-        from ..engines.torch_compile import enable_compile_cache
-        return (f"cold includes Inductor compile; warm = new instance in the same process with "
-                f"the persistent FX-graph cache at {enable_compile_cache()}")
-    if engine in ("ort-trt", "trt"):
-        return "cold includes the TensorRT engine build unless the engine cache already held it"
-    if engine == "ort-cuda":
-        return "first run includes cuDNN's exhaustive convolution search"
-    return ""
-
-
-def with_defaults(config: BenchConfig, **given: Any) -> BenchConfig:
-    """``config`` with device-dependent defaults for every field left ``None`` in ``given``."""
-    d = CUDA_DEFAULTS if given.get("device", config.device).startswith("cuda") else CPU_DEFAULTS
-    merged = {k: (v if v is not None else d.get(k, getattr(config, k))) for k, v in given.items()}
-    return replace(config, **merged)

@@ -36,11 +36,10 @@ class StageDef:
 
 
 STAGES: dict[str, StageDef] = {s.key: s for s in (
-    StageDef("detect", "retinaface_mnet025", "Detector (RetinaFace MobileNet-0.25)", 640),
-    StageDef("embed", "arcface_w600k_r50", "ArcFace IResNet-50 (112²)", 112),
-    StageDef("swap128", "inswapper_128", "Generator inswapper_128 (128²)", 128),
-    StageDef("swap256", "simswap_256", "Generator simswap_256 (256², the seed's SimSwap-style row)",
-             256),
+    StageDef("detect", "retinaface_mnet025", "Detector RetinaFace MobileNet-0.25", 640),
+    StageDef("embed", "arcface_w600k_r50", "ArcFace IResNet-50", 112),
+    StageDef("swap128", "inswapper_128", "Generator inswapper_128", 128),
+    StageDef("swap256", "simswap_256", "Generator simswap_256 (the seed's SimSwap-style row)", 256),
     StageDef("pipeline", None, "Whole pipeline on one frame (detect → embed → swap → paste)"),
 )}
 

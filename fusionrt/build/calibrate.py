@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -113,7 +114,7 @@ def load_calibration(path: Path | str) -> CalibrationSet:
             meta = json.loads(str(z["meta"]))
             crops = z["crops"]
             latents = z["latents"] if "latents" in z.files else None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise InputError(f"calibration set '{p}' | unreadable ({e}); expected a .npz from "
                          "fusionrt calibrate") from None
     if meta.get("format") != FORMAT or crops.dtype != np.uint8 or crops.ndim != 4:

@@ -174,7 +174,8 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
         return BuildResult(fp32, "fp32")
     fit, held, notes = holdout_feeds(spec, calibration)
     if precision == "int8" and not fit:
-        make_artifact(spec, fp32, precision, fp32, fit)  # raises the "needs --calibration" error
+        raise InputError(f"model '{spec.name}' | INT8 needs --calibration SET.npz; make one "
+                         f"with: fusionrt calibrate {spec.name} --images DIR")
     out = Path(out) if out else fp32.with_name(f"{fp32.stem}.{precision}.onnx")
     embedder = _id_embedder(allow_synthetic) if spec.task == "swap" else None
     torch_engine = engine in ("torch", "torch-compile")

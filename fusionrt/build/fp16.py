@@ -45,7 +45,11 @@ class Fp16Report:
 def _load(model_or_path):
     import onnx
     if isinstance(model_or_path, (str, Path)):
-        return onnx.load(str(model_or_path))
+        try:
+            return onnx.load(str(model_or_path))
+        except Exception as e:  # FileNotFoundError, protobuf DecodeError, ...
+            raise ModelError(f"model file '{model_or_path}' | cannot be read by onnx: {e}") \
+                from None
     m = onnx.ModelProto()
     m.CopyFrom(model_or_path)
     return m

@@ -143,28 +143,53 @@ class OrtCudaEngine(OrtCpuEngine):
         return self._run_bound(feeds)
 
     def _run_bound(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """IOBinding on torch CUDA tensors: inputs and outputs stay in device memory."""
+        """IOBinding on torch CUDA tensors: inputs and outputs stay in device memory.
+
+        With ``cuda_graph`` ORT captures the first run and replays it on later runs, reading and
+        writing the *same addresses*: so inputs are copied into persistent buffers bound once per
+        shape, and outputs are cloned out of persistent buffers.
+        """
         import torch
-        binding = self.session.io_binding()
-        dev_id = self._device_id()
-        batch = None
-        for t in self.inputs:
-            x = feeds[t.name].contiguous()
-            if batch is None and isinstance(t.shape[0], str):
-                batch = x.shape[0]
-            binding.bind_input(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(x.shape),
-                               x.data_ptr())
-        outs = {}
-        for t in self.outputs:
-            y = torch.empty(t.with_batch(batch or 1), dtype=getattr(torch, t.dtype),
-                            device=f"cuda:{dev_id}")
-            binding.bind_output(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(y.shape),
-                                y.data_ptr())
-            outs[t.name] = y
+        graph = bool(self.config.options.get("cuda_graph"))
+        key = tuple(tuple(feeds[t.name].shape) for t in self.inputs)
+        bound = getattr(self, "_bound", {})
+        if not graph or key not in bound:
+            binding = self.session.io_binding()
+            dev_id = self._device_id()
+            batch = None
+            ins = {}
+            for t in self.inputs:
+                x = feeds[t.name].contiguous()
+                if graph:
+                    x = x.clone()
+                if batch is None and isinstance(t.shape[0], str):
+                    batch = x.shape[0]
+                binding.bind_input(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(x.shape),
+                                   x.data_ptr())
+                ins[t.name] = x
+            outs = {}
+            for t in self.outputs:
+                y = torch.empty(t.with_batch(batch or 1), dtype=getattr(torch, t.dtype),
+                                device=f"cuda:{dev_id}")
+                binding.bind_output(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(y.shape),
+                                    y.data_ptr())
+                outs[t.name] = y
+            if graph:
+                if bound:
+                    raise EngineError(f"engine '{self.name}' | cuda_graph captures one input "
+                                      f"shape; got {key} after {next(iter(bound))}")
+                bound[key] = (binding, ins, outs)
+                self._bound = bound
+        else:
+            binding, ins, outs = bound[key]
+            for name, buf in ins.items():
+                buf.copy_(feeds[name])
         # ORT reads inputs on its own stream unless user_compute_stream is set: order it.
         if self.config.options.get("stream") is None:
             torch.cuda.current_stream().synchronize()
         self.session.run_with_iobinding(binding)
+        if graph:
+            return {k: v.clone() for k, v in outs.items()}
         return outs
 
 

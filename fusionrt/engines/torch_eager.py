@@ -50,8 +50,10 @@ def load_torch_module(artifact: Artifact):
 
 
 class TorchEngine(Engine):
-    """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool).
-    Precision ``fp16``/``bf16`` runs under autocast (reductions and norms stay FP32 there)."""
+    """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool),
+    ``autocast`` (bool). Precision ``fp16`` casts the module once with the FP32 keep-list
+    (``fusionrt.build.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
+    ``bf16`` runs under autocast."""
 
     name = "torch"
     devices = ("cpu", "cuda")
@@ -77,7 +79,14 @@ class TorchEngine(Engine):
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv once
-        module = load_torch_module(self.artifact).to(self.device)
+        module = load_torch_module(self.artifact)
+        # FP16: weights cast once with the keep-list (norms, AdaIN statistics, output head) in
+        # FP32 — fusionrt.build.keeplist; option autocast=True uses torch.autocast instead.
+        self._half = self.config.precision == "fp16" and not self.config.options.get("autocast")
+        if self._half:
+            from ..build.fp16 import fp16_module
+            module = fp16_module(module)
+        module = module.to(self.device)
         self.memory_format = torch.preserve_format
         if self.config.options.get("channels_last"):
             self.memory_format = torch.channels_last
@@ -92,6 +101,8 @@ class TorchEngine(Engine):
     def _autocast(self):
         torch = self.torch
         prec = self.config.precision
+        if getattr(self, "_half", False):
+            return torch.autocast(self.device.type, enabled=False)
         if prec in ("fp16", "bf16"):
             dtype = torch.float16 if prec == "fp16" else torch.bfloat16
             return torch.autocast(self.device.type, dtype=dtype)

@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-synthetic", action="store_true",
                    help="allow random-weight synthetic models (tests and speed work only)")
     p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF, lower = better)")
+    p.add_argument("--batch", type=int, default=16,
+                   help="video with --device cuda: frames per GPU batch (default 16)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="video with --device cuda: detect faces on every N-th frame and reuse "
+                        "smoothed landmarks in between (default 1: every frame)")
     p.add_argument("--explain", action="store_true",
                    help="print which model/engine ran each stage and ms per stage")
     p.set_defaults(func=run_swap)

@@ -49,6 +49,7 @@ class PipelineConfig:
     swapper: str = "auto"
     engine: str = "ort-cpu"  # one engine, "detect=ort-cuda,swap=trt", or "auto" (measured)
     device: str = "cpu"      # where GPU engines run ("cuda", "cuda:1")
+    threads: int | None = None  # CPU threads per engine (Ray workers share a machine)
     select: str = "largest"
     similarity_threshold: float = 0.4
     score_threshold: float = 0.5
@@ -103,7 +104,8 @@ class FaceSwapPipeline:
         cls = get_engine(choice.engine)
         device = self.config.device if self.config.device in cls.devices or any(
             self.config.device.startswith(d) for d in cls.devices) else cls.devices[0]
-        engine = cls(artifact, EngineConfig(device=device)).load()
+        opts = {"threads": self.config.threads} if self.config.threads else {}
+        engine = cls(artifact, EngineConfig(device=device, options=opts)).load()
         self._engines.append(engine)
         kind = "SYNTHETIC" if artifact.synthetic else "real"
         self._stages[stage] = f"{name} ({kind} weights) on {cls.name} [{device}]: {choice.reason}"

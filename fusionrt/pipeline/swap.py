@@ -131,11 +131,15 @@ class NeuralSwapper:
         return e.astype(np.float32)
 
     def swap_crops(self, crops: Sequence[np.ndarray], latent: np.ndarray) -> list[np.ndarray]:
-        """Aligned BGR uint8 crops → swapped BGR uint8 crops, one engine call for all."""
+        """Aligned BGR uint8 crops → swapped BGR uint8 crops, one engine call for all.
+
+        ``latent`` is one identity (D,) for every crop, or one row per crop (N, D), so a batch
+        may mix identities (the serving batcher does)."""
         p = self.spec.preprocess
         x = to_tensor(crops, p.channel_order, p.mean, p.std)
-        src = np.ascontiguousarray(np.repeat(np.asarray(latent, np.float32).reshape(1, -1),
-                                             len(crops), 0))
+        lat = np.asarray(latent, np.float32)
+        lat = lat.reshape(-1, lat.shape[-1])
+        src = np.ascontiguousarray(lat if len(lat) == len(crops) else np.repeat(lat[:1], len(crops), 0))
         y = np.asarray(self.engine.run({"target": x, "source": src})[self.output_name], np.float32)
         if self.output_range == "tanh":
             y = (y + 1.0) / 2.0

@@ -1,0 +1,110 @@
+"""``fusionrt batch``: swap one source face into many images and videos on a Ray cluster.
+
+Ray is imported only when the command runs, so ``fusionrt --help`` works without the extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import InputError
+from ..pipeline.image_io import read_image
+from ..pipeline.pipeline import SWAPPER_CHOICES, PipelineConfig
+from .jobs import plan_job
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "batch", help="swap a face into every image/video of a folder or manifest, on Ray",
+        description="Swap the face in --source into every image and video listed by --inputs "
+                    "(a folder, searched recursively, or a manifest with one path a line) and "
+                    "write them under --out with the same relative names. Starts a local Ray "
+                    "cluster unless --address is given. Finished outputs are skipped on rerun. "
+                    "Needs: pip install 'fusionrt[ray]'.")
+    p.add_argument("--source", "-s", required=True, help="image with the face to put in")
+    p.add_argument("--inputs", "-i", required=True, help="folder or manifest.txt")
+    p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
+    p.add_argument("--address", help="Ray cluster to join: ray://host:10001 or 'auto'; "
+                                     "default: start a local one")
+    p.add_argument("--workers", type=int, help="default: one per GPU, or per --cpus-per-worker cores")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="GPUs per worker (e.g. 1; 0.5 puts two workers on a GPU)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="extra attempts after a crash or a dead worker (default 2)")
+    p.add_argument("--segment-seconds", type=float, default=0.0,
+                   help="split videos longer than this at keyframes into segments processed in "
+                        "parallel and stitched back (default 0: whole videos)")
+    p.add_argument("--report", help="JSON report path (a .md twin is written beside it); "
+                                    "default OUT/batch_report.json")
+    p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES)
+    p.add_argument("--engine", help="as in 'swap'; default ort-cpu, or ort-cuda with GPU workers")
+    p.add_argument("--device", help="default cpu, or cuda with GPU workers (the GPU Ray assigned)")
+    p.add_argument("--det-size", type=int, default=640, help="detector input size")
+    p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_batch_command)
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0)):
+        if value is not None and value < low:
+            raise InputError(f"{flag} {value} | expected >= {low}")
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker < 0 or args.segment_seconds < 0:
+        raise InputError("--cpus-per-worker/--gpus-per-worker/--segment-seconds | got "
+                         f"{args.cpus_per_worker}/{args.gpus_per_worker}/{args.segment_seconds}; "
+                         "expected > 0 / >= 0 / >= 0")
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .runner import BatchConfig, run_batch
+
+    _check(args)
+    read_image(args.source, role="source")  # fail before starting a cluster
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plans = plan_job(args.inputs, out, args.segment_seconds)
+    gpu = args.gpus_per_worker > 0
+    pipeline = PipelineConfig(swapper=args.swapper, engine=args.engine or ("ort-cuda" if gpu else "ort-cpu"),
+                              device=args.device or ("cuda" if gpu else "cpu"), det_size=args.det_size)
+    config = BatchConfig(source=args.source, pipeline=pipeline, address=args.address,
+                         workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                         gpus_per_worker=args.gpus_per_worker, retries=args.retries, crf=args.crf,
+                         ray_init={"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {})
+    todo = [p for p in plans if p.status == "todo"]
+    skipped = sum(p.status == "skipped" for p in plans)
+    print(f"{len(plans)} inputs: {len(todo)} to do, {skipped} already finished, "
+          f"{sum(p.status == 'failed' for p in plans)} unreadable")
+    frames = sum(i.frames for p in todo for i in p.items if i.kind != "stitch")
+    bar = tqdm(total=frames, unit="frame", disable=args.no_progress, desc="batch", dynamic_ncols=True)
+    failed = 0
+
+    def on_event(event: str, item, result: dict) -> None:
+        nonlocal failed
+        if event == "done" and item.kind != "stitch":
+            bar.update(result.get("frames", 0))
+        elif event in ("failed", "dropped") and item.kind != "stitch":
+            bar.update(item.frames)
+        failed += event == "failed"
+        bar.set_postfix(failed=failed, refresh=False)
+
+    try:
+        report = run_batch(config, plans, on_event)
+    finally:
+        bar.close()
+    report.settings["segment_seconds"] = args.segment_seconds
+    js, md = report.write(args.report or out / "batch_report.json")
+    s = report.to_dict()["summary"]
+    print(f"done {s['done']}, skipped {s['skipped']}, failed {s['failed']}; {s['frames']} frames "
+          f"in {s['wall_s']:.1f} s ({s['fps']:.1f} frames/s); report: {js} and {md}")
+    for item in report.items:
+        if item.status == "failed":
+            print(f"  failed {item.id}: {item.error}")
+    return 1 if s["failed"] else 0

@@ -1,0 +1,126 @@
+"""Benchmark settings: what to run (``BenchConfig``), the per-device defaults, and the small
+facts about engines the runner needs (device, CUDA availability, load notes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
+
+SCHEMA = "fusionrt.bench/1"
+TORCH_ENGINES = ("torch", "torch-compile")
+BUILD_ENGINES = ("torch-compile", "ort-trt", "trt")  # compile/build per shape: run them last
+PRECISIONS = ("fp32", "fp16", "int8")
+REFERENCE = "ort-cpu"
+# CPU: small enough to finish in about a minute with full-size models (slow rows get 3 runs,
+# no row starts after 90 s); CUDA: the full matrix, each row's timed runs capped near 5 s.
+CPU_DEFAULTS = dict(engines=("ort-cpu", "torch"), precisions=("fp32",), batches=(1,),
+                    runs=5, warmup=1, max_row_s=3.0, budget_s=90.0)
+CUDA_DEFAULTS = dict(engines=("torch", "ort-cuda", "torch-compile", "ort-trt", "trt"),
+                     precisions=PRECISIONS, batches=(1, 4, 16, 32), runs=50, warmup=3,
+                     max_row_s=5.0, budget_s=None)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. ``budget_s``: start no row after this many seconds (later rows are
+    listed as skipped). ``max_row_s``: cap a row's timed runs at about this many seconds."""
+
+    engines: tuple[str, ...] = CPU_DEFAULTS["engines"]
+    precisions: tuple[str, ...] = ("fp32",)
+    batches: tuple[int, ...] = (1,)
+    stages: tuple[str, ...] = tuple(STAGES)
+    runs: int = 5
+    warmup: int = 1
+    device: str = "cpu"
+    allow_synthetic: bool = False
+    budget_s: float | None = None
+    max_row_s: float | None = None
+    min_runs: int = 3
+    parity_items: int = 2
+    detect_size: int = 640
+    pipeline_swapper: str = "inswapper_128"
+    frame: Path = DEFAULT_FRAME
+    source: Path = DEFAULT_SOURCE
+    seed: int = 0
+    command: str | None = None
+
+    def validate(self) -> "BenchConfig":
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise InputError(f"--stages | unknown {bad}; expected some of: {', '.join(STAGES)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise InputError(f"--precisions | unknown {bad}; expected some of: "
+                             f"{', '.join(PRECISIONS)}")
+        if not self.batches or min(self.batches) < 1:
+            raise InputError(f"--batch | got {list(self.batches)}; expected sizes >= 1")
+        if self.runs < 1 or self.warmup < 1:
+            raise InputError(f"--runs/--warmup | got {self.runs}/{self.warmup}; expected >= 1 "
+                             "(the first run holds lazy builds and compiles, so it is never timed)")
+        if not self.engines:
+            raise InputError("--engines | empty; expected at least one engine")
+        return self
+
+
+def engine_device(cls: Any, requested: str) -> str:
+    """The device a row runs on: the requested one if the engine supports it, else the
+    engine's own (ort-cpu stays on the CPU in a CUDA run, ort-cuda needs CUDA in a CPU run)."""
+    return requested if requested.split(":")[0] in cls.devices else cls.devices[0]
+
+
+def cuda_reason() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "needs torch with CUDA for device buffers and CUDA-event timing: pip install torch"
+    if not torch.cuda.is_available():
+        return "not available on this machine: torch sees no CUDA GPU"
+    return None
+
+
+def gpu_mem_figure(mem: dict, engine: str) -> float | None:
+    """The table's figure: NVML's whole-device delta where NVML works (sees every allocator),
+    else torch's allocator peak for the torch engines only (for ONNX Runtime or TensorRT it
+    would count just the input/output buffers)."""
+    if mem.get("nvml_used_delta_mb") is not None:
+        return mem["nvml_used_delta_mb"]
+    return mem.get("torch_max_allocated_mb") if engine in TORCH_ENGINES else None
+
+
+def fresh_dynamo(limit: int = 64) -> None:
+    """Before each torch-compile group: drop Dynamo's compiled frames (the on-disk Inductor
+    cache stays) and raise the per-function recompile limit. Every group compiles the same
+    ``forward`` again (cold, warm, one graph per batch size, per precision); past the default
+    limit of 8 Dynamo silently falls back to eager and the rows would time eager code."""
+    import torch._dynamo as dynamo
+    dynamo.reset()
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6
+        if hasattr(dynamo.config, name):
+            try:
+                setattr(dynamo.config, name, max(int(getattr(dynamo.config, name)), limit))
+            except (AttributeError, TypeError, ValueError):
+                pass
+
+
+def load_note(engine: str) -> str:
+    if engine == "torch-compile":
+        from ..engines.torch_compile import enable_compile_cache
+        return (f"cold includes Inductor compile (Dynamo reset before each group); warm = new "
+                f"instance in the same process, persistent FX-graph cache at "
+                f"{enable_compile_cache()}; each batch size compiles once more in its warm-up")
+    if engine in ("ort-trt", "trt"):
+        return "cold includes the TensorRT engine build unless the engine cache already held it"
+    if engine == "ort-cuda":
+        return "first run includes cuDNN's exhaustive convolution search"
+    return ""
+
+
+def with_defaults(config: BenchConfig, **given: Any) -> BenchConfig:
+    """``config`` with device-dependent defaults for every field left ``None`` in ``given``."""
+    d = CUDA_DEFAULTS if given.get("device", config.device).startswith("cuda") else CPU_DEFAULTS
+    merged = {k: (v if v is not None else d.get(k, getattr(config, k))) for k, v in given.items()}
+    return replace(config, **merged)

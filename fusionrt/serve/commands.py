@@ -1,0 +1,73 @@
+"""``fusionrt serve``: run the HTTP service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import EngineError
+from ..pipeline.pipeline import SWAPPER_CHOICES, PipelineConfig
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the HTTP service (API, metrics, web page)",
+        description="Serve face swaps over HTTP: POST /v1/identities, /v1/swap, /v1/jobs; "
+                    "GET /healthz, /readyz, /metrics; POST /admin/reload; web page at /. "
+                    "OpenAPI at /docs.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="work items per engine call")
+    p.add_argument("--max-delay-ms", type=float, default=5.0,
+                   help="longest wait for a batch to fill")
+    p.add_argument("--queue", type=int, default=64,
+                   help="requests accepted and unanswered; beyond it 429 + Retry-After")
+    p.add_argument("--api-key", help="key for /admin/* (or $FUSIONRT_API_KEY); unset = disabled")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="per image upload")
+    p.add_argument("--max-video-mb", type=float, default=200.0, help="per video upload")
+    p.add_argument("--max-image-side", type=int, default=4096, help="pixels, images and videos")
+    p.add_argument("--jobs-dir", type=Path, help="video job files (default $FUSIONRT_HOME/serve/jobs)")
+    p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES)
+    p.add_argument("--engine", default="ort-cpu", help="as for 'fusionrt swap --engine'")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--select", default="largest", choices=("largest", "all"))
+    p.add_argument("--allow-synthetic", action="store_true",
+                   help="allow random-weight synthetic models (tests and speed work only)")
+    p.add_argument("--log-format", default="json", choices=("json", "text"))
+    p.set_defaults(func=run_serve)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from .settings import ServeSettings
+    return ServeSettings(
+        host=args.host, port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        queue=args.queue, api_key=args.api_key, request_timeout_s=args.timeout,
+        max_upload_bytes=int(args.max_upload_mb * 1e6),
+        max_video_bytes=int(args.max_video_mb * 1e6), max_image_side=args.max_image_side,
+        jobs_dir=args.jobs_dir,
+        pipeline=PipelineConfig(swapper=args.swapper, engine=args.engine, device=args.device,
+                                select=args.select, allow_synthetic=args.allow_synthetic))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise EngineError("serve | needs uvicorn: pip install 'fusionrt[serve]'") from None
+    from .app import create_app
+    from .logs import configure_json_logging
+
+    settings = settings_from_args(args)
+    if args.log_format == "json":
+        configure_json_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        log.warning("serving on %s without --api-key: /admin/reload is disabled", settings.host)
+    app = create_app(settings)
+    # our middleware writes one JSON access line per request; uvicorn's own would double it
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None,
+                timeout_graceful_shutdown=30)
+    return 0

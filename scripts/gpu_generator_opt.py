@@ -1,0 +1,160 @@
+"""Make the generator fast, one measured step at a time (issue 6), on a CUDA GPU.
+
+SimSwap-256-shaped generator (synthetic random weights: speed only), batch 1 and 16. Each step
+adds one change to the one before; the table says what each bought. Every step's output is
+compared with the eager FP32 output of the same inputs (PSNR over the [0, 1] image).
+
+Usage (device): python3 scripts/gpu_generator_opt.py --out DIR [--model simswap_256] [--budget-s 420]
+Writes DIR/generator_steps.json and DIR/generator_steps.md (partial results survive a timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fusionrt.bench.timers import CudaEventTimer, RowKey, summarize
+from fusionrt.build import parity
+from fusionrt.engines.base import Artifact, BatchProfile, EngineConfig
+from fusionrt.engines.registry import get_engine
+from fusionrt.models.store import ModelStore
+from fusionrt.pipeline.hybrid import sample_feeds
+
+# (label, engine, precision, options, artifact kind). Order = the optimisation story.
+STEPS = [
+    ("eager FP32 (TF32 off)", "torch", "fp32", {}, "fp32"),
+    ("eager FP32 + TF32", "torch", "fp32", {"tf32": True}, "fp32"),
+    ("eager FP16 autocast", "torch", "fp16", {"autocast": True}, "fp32"),
+    ("eager FP16 cast once (keep-list FP32)", "torch", "fp16", {}, "fp32"),
+    ("+ channels_last", "torch", "fp16", {"channels_last": True}, "fp32"),
+    ("+ CUDA graph", "torch", "fp16", {"channels_last": True, "cuda_graph": True}, "fp32"),
+    ("ORT CUDA FP32 (IOBinding)", "ort-cuda", "fp32", {}, "fp32"),
+    ("ORT CUDA FP16 graph (keep-list FP32)", "ort-cuda", "fp16", {}, "fp16"),
+    ("ORT CUDA FP16 graph + CUDA graph", "ort-cuda", "fp16", {"cuda_graph": True}, "fp16"),
+    ("torch.compile max-autotune-no-cudagraphs FP16 channels_last + CUDA graph",
+     "torch-compile", "fp16",
+     {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True}, "fp32"),
+]
+
+
+def fp16_artifact(art: Artifact, out_dir: Path) -> Artifact:
+    from fusionrt.build.fp16 import convert_fp16
+    path = out_dir / f"{art.spec.name}.fp16.onnx"
+    if not path.is_file():
+        convert_fp16(art.onnx_path, path)
+    return Artifact(art.spec, path, None, synthetic=True)
+
+
+def to_host(v):
+    return v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="simswap_256")
+    ap.add_argument("--out", default="benchmarks/results/2026-11-25-h100")
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--steps", default="", help="comma-separated step numbers (default all)")
+    a = ap.parse_args()
+    import torch
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ModelStore()
+    if store.installed(a.model) is None:
+        from fusionrt.build.synth import synthesize
+        synthesize(a.model, store.synthetic_path(a.model), seed=0, width=1.0)
+    art32 = store.resolve(a.model, allow_synthetic=True)
+    art16 = None
+    batches = [int(b) for b in a.batches.split(",")]
+    timer = CudaEventTimer("cuda")
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for b in batches:
+        f = sample_feeds(art32, b, seed=b)
+        f["target"] = rng.random(f["target"].shape, dtype=np.float32)
+        feeds[b] = {k: torch.from_numpy(v).cuda() for k, v in f.items()}
+    result = {"model": a.model, "synthetic": True, "gpu": torch.cuda.get_device_name(0),
+              "torch": torch.__version__, "cuda": torch.version.cuda,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(sys.argv), "note": "synthetic random weights: speed only",
+              "steps": []}
+    ref = {}
+    t_start = time.perf_counter()
+    chosen = {int(s) for s in a.steps.split(",") if s} or set(range(1, len(STEPS) + 1))
+    for i, (label, engine, prec, opts, kind) in enumerate(STEPS, 1):
+        if i not in chosen:
+            continue
+        row = {"step": i, "label": label, "engine": engine, "precision": prec, "options": opts}
+        if time.perf_counter() - t_start > a.budget_s:
+            row["error"] = "skipped: time budget spent"
+            result["steps"].append(row)
+            continue
+        try:
+            if kind == "fp16" and art16 is None:
+                art16 = fp16_artifact(art32, out_dir.parent / "_artifacts")
+            art = art16 if kind == "fp16" else art32
+            for b in batches:
+                cfg = EngineConfig(device="cuda", precision=prec,
+                                   batch=BatchProfile(b, b, b), options=opts)
+                t0 = time.perf_counter()
+                eng = get_engine(engine)(art, cfg).load()
+                for _ in range(3):  # warm-up: compile, autotune, graph capture
+                    out = eng.run(feeds[b])
+                torch.cuda.synchronize()
+                load_s = time.perf_counter() - t0
+                timing, out = timer.measure(lambda: eng.run(feeds[b]), a.runs,
+                                            RowKey("swap", engine, prec, b))
+                img = to_host(out["output"])
+                if i == 1:
+                    ref[b] = img
+                s = summarize(timing.latency_ms)
+                row[f"bs{b}"] = {"ms": s, "fps": b * 1000.0 / s["p50"], "load_s": round(load_s, 2),
+                                 "psnr_vs_eager_fp32": parity.psnr(ref[b], img, 1.0)
+                                 if b in ref else None,
+                                 "max_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+                eng.close()
+                del eng
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+        except Exception as e:  # a step that cannot run is reported, not hidden
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        result["steps"].append(row)
+        (out_dir / "generator_steps.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(row), flush=True)
+    write_markdown(result, out_dir / "generator_steps.md", batches)
+    print((out_dir / "generator_steps.md").read_text())
+    return 0
+
+
+def write_markdown(result: dict, path: Path, batches: list[int]) -> None:
+    lines = [f"# Generator steps — {result['model']} on {result['gpu']}", "",
+             f"{result['date']}, torch {result['torch']} (CUDA {result['cuda']}). "
+             f"**Synthetic random weights: speed only.** Command: `{result['command']}`", "",
+             "| # | step | " + " | ".join(f"bs{b} p50 ms | bs{b} FPS | bs{b} PSNR dB"
+                                          for b in batches) + " |",
+             "|---|---|" + "---|---|---|" * len(batches)]
+    for r in result["steps"]:
+        cells = []
+        for b in batches:
+            d = r.get(f"bs{b}")
+            if d:
+                ps = d["psnr_vs_eager_fp32"]
+                cells += [f"{d['ms']['p50']:.3f}", f"{d['fps']:.0f}",
+                          "ref" if r["step"] == 1 else (f"{ps:.1f}" if ps is not None else "—")]
+            else:
+                cells += ["—", "—", "—"]
+        err = f" ({r['error']})" if "error" in r else ""
+        lines.append(f"| {r['step']} | {r['label']}{err} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

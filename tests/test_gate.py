@@ -1,0 +1,183 @@
+"""The quality gate refuses deliberately broken artifacts (FP16 norms, all-black INT8
+calibration) with their figures, passes sound ones, and ``fusionrt build`` wires it up."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fusionrt.build.calibrate import CalibrationSet  # noqa: E402
+from fusionrt.build.gate import (GateReport, evaluate, refusal, thresholds_for)  # noqa: E402
+from fusionrt.build.parity import Parity  # noqa: E402
+from fusionrt.errors import InputError, ModelError  # noqa: E402
+from fusionrt.models.zoo import get_spec  # noqa: E402
+
+
+class LoudNorm(torch.nn.Module):
+    """inswapper's contract with large pre-norm activations (|x| ~ 10^3, as trained generators
+    have them): FP16 InstanceNorm overflows on x*x there."""
+
+    def __init__(self):
+        super().__init__()
+        from torch import nn
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.style = nn.Linear(512, 16)
+        self.c2 = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, target, source):
+        import torch.nn.functional as F
+        y = F.instance_norm(self.c1(target) * 400.0, eps=1e-6)
+        g, b = self.style(source)[:, :, None, None].chunk(2, 1)
+        return (torch.tanh(self.c2(y * (g + 1) + b)) + 1) / 2
+
+
+@pytest.fixture(scope="module")
+def loud(tmp_path_factory):
+    from fusionrt.build.export import export_onnx
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("loud") / "loud.onnx"
+    export_onnx(LoudNorm(), get_spec("inswapper_128"), path)
+    return path
+
+
+@pytest.fixture
+def arcface(synthetic_home):
+    from fusionrt.engines.registry import get_engine
+    from fusionrt.models.store import ModelStore
+    from fusionrt.pipeline.embed import Embedder
+    art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=True)
+    with get_engine("ort-cpu")(art) as eng:
+        yield Embedder(eng)
+
+
+def _face_feeds(n=2, seed=0):
+    """inswapper feeds from the example photos' pixels (crops of real images, not noise)."""
+    import cv2
+    from conftest import ASTRONAUT, GRACE_HOPPER
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for i in range(n):
+        img = cv2.imread(str((ASTRONAUT, GRACE_HOPPER)[i % 2]))
+        crop = cv2.resize(img[100:400, 100:400], (128, 128))[..., ::-1] / 255.0
+        src = rng.standard_normal((1, 512))
+        feeds.append({"target": np.ascontiguousarray(crop.transpose(2, 0, 1)[None], np.float32),
+                      "source": (src / np.linalg.norm(src)).astype(np.float32)})
+    return feeds
+
+
+def test_fp16_with_keep_list_passes_and_fp16_norms_are_refused(loud, arcface, tmp_path):
+    from fusionrt.build.fp16 import convert_fp16
+    spec = get_spec("inswapper_128")
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    convert_fp16(loud, good)
+    convert_fp16(loud, bad, keep={})  # norm layers forced to FP16
+    feeds = _face_feeds()
+    ok = evaluate(spec, loud, good, "fp16", feeds, id_embedder=arcface)
+    ko = evaluate(spec, loud, bad, "fp16", feeds, id_embedder=arcface)
+    assert ok.engine == "reference"  # real FP16 arithmetic, not ORT CPU's FP32 fallback
+    assert ok.passed, ok.summary()
+    assert not ko.passed, ko.summary()
+    assert ko.figures[0].metric == "psnr" and ko.figures[0].value < 40
+
+
+def test_int8_from_all_black_calibration_is_refused(synthetic_home, arcface, tmp_path):
+    from fusionrt.build.int8 import quantize_int8
+    from fusionrt.models.store import ModelStore
+    spec = get_spec("inswapper_128")
+    src = ModelStore().synthetic_path("inswapper_128")
+    feeds = _face_feeds(4, seed=1)
+    black = [{"target": np.zeros_like(f["target"]), "source": f["source"]} for f in feeds]
+    quantize_int8(src, tmp_path / "black.onnx", black, spec=spec)
+    quantize_int8(src, tmp_path / "faces.onnx", feeds[:2], spec=spec)
+    held = feeds[2:]
+    ko = evaluate(spec, src, tmp_path / "black.onnx", "int8", held, id_embedder=arcface,
+                  synthetic=True)
+    fair = evaluate(spec, src, tmp_path / "faces.onnx", "int8", held, id_embedder=arcface,
+                    synthetic=True)
+    assert not ko.passed, ko.summary()
+    # the refusal is the calibration's fault: face crops give a clearly better graph
+    assert fair.figures[0].value > ko.figures[0].value + 6
+    assert any("random" in n for n in ko.notes)
+
+
+def test_missing_arcface_fails_the_id_figure(loud, tmp_path):
+    from fusionrt.build.fp16 import convert_fp16
+    convert_fp16(loud, tmp_path / "good.onnx")
+    rep = evaluate(get_spec("inswapper_128"), loud, tmp_path / "good.onnx", "fp16",
+                   _face_feeds(1))
+    assert not rep.passed and any("identity cosine not measured" in n for n in rep.notes)
+
+
+def test_report_files_and_refusal_message(tmp_path):
+    rep = GateReport("inswapper_128", "int8", "ort-cpu", "x.int8.onnx", "x.onnx", 3,
+                     [Parity("psnr", 24.5, 30.0, False), Parity("id_cosine", 0.97, 0.95, True)],
+                     synthetic=True, notes=["n1"], details={"method": "entropy"})
+    js, md = rep.write(tmp_path / "x.int8")
+    d = json.loads(js.read_text())
+    assert d["passed"] is False and d["figures"][0]["value"] == 24.5
+    assert "REFUSED" in md.read_text() and "random-weight" in md.read_text()
+    err = refusal(rep, ["fp16"])
+    assert isinstance(err, ModelError)
+    assert "psnr 24.5 (FAIL: >= 30)" in str(err) and "fp16 passed" in str(err)
+
+
+def test_thresholds_are_configurable():
+    assert thresholds_for("fp16").psnr == 40 and thresholds_for("int8").id_cosine == 0.95
+    assert thresholds_for("int8", psnr=35.0).psnr == 35.0
+    with pytest.raises(ModelError, match="precision 'fp8'"):
+        thresholds_for("fp8")
+
+
+@pytest.mark.slow
+def test_build_cli_fp16_report_and_int8_refusal(synthetic_home, tmp_path, capsys):
+    from fusionrt.cli import main
+    from fusionrt.models.store import ModelStore
+    syn = ModelStore().synthetic_path("inswapper_128")
+    rc = main(["build", "inswapper_128", "--precision", "fp16", "--allow-synthetic", "--report"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert syn.with_name("inswapper_128.fp16.onnx").is_file()
+    assert json.loads(syn.with_name("inswapper_128.fp16.gate.json").read_text())["passed"]
+    assert "random-weight" in out.out
+    # an all-black calibration set: refused, artifact removed, FP16 named as the way out
+    black = CalibrationSet("inswapper_128", np.zeros((12, 128, 128, 3), np.uint8),
+                           np.tile(np.eye(1, 512, dtype=np.float32), (12, 1)),
+                           {"template": "arcface_128"}).save(tmp_path / "black.npz")
+    rc = main(["build", "inswapper_128", "--precision", "int8", "--calibration", str(black),
+               "--allow-synthetic", "--report"])
+    err = capsys.readouterr().err
+    assert rc == ModelError.exit_code
+    assert "int8 refused by the quality gate" in err and "fp16 passed" in err
+    assert not syn.with_name("inswapper_128.int8.onnx").exists()
+    assert syn.with_name("inswapper_128.int8.gate.md").is_file()
+
+
+def test_build_int8_needs_calibration(synthetic_home):
+    from fusionrt.build.commands import build_artifact
+    with pytest.raises(InputError, match="needs --calibration"):
+        build_artifact("arcface_w600k_r50", "int8", allow_synthetic=True)
+
+
+def test_build_trt_prints_trtexec_and_names_the_install(synthetic_home, capsys):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT installed: this checks the message when it is absent")
+    except ImportError:
+        pass
+    from fusionrt.cli import main
+    rc = main(["build", "arcface_w600k_r50", "--engine", "trt", "--batch", "1:4:8",
+               "--allow-synthetic"])
+    out = capsys.readouterr()
+    assert rc != 0 and "trtexec --onnx=" in out.out and "--stronglyTyped" in out.out
+    assert "tensorrt" in out.err.lower()
+
+
+def test_build_rejects_a_bad_batch_profile(synthetic_home):
+    from fusionrt.cli import main
+    assert main(["build", "arcface_w600k_r50", "--batch", "8:1:4",
+                 "--allow-synthetic"]) == InputError.exit_code

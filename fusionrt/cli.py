@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fusionrt.bench.commands",      # bench
     "fusionrt.doctor",              # doctor
     "fusionrt.serve.commands",      # serve
+    "fusionrt.triton.commands",     # triton repo|serve|versions|rollback, release
     "fusionrt.batch.commands",      # batch (Ray)
 )
 

@@ -168,8 +168,9 @@ class OrtCudaEngine(OrtCpuEngine):
                                    x.data_ptr())
                 ins[t.name] = x
             outs = {}
+            shapes = self._output_shapes(binding, key, batch or 1)
             for t in self.outputs:
-                y = torch.empty(t.with_batch(batch or 1), dtype=getattr(torch, t.dtype),
+                y = torch.empty(shapes[t.name], dtype=getattr(torch, t.dtype),
                                 device=f"cuda:{dev_id}")
                 binding.bind_output(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(y.shape),
                                     y.data_ptr())
@@ -191,6 +192,26 @@ class OrtCudaEngine(OrtCpuEngine):
         if graph:
             return {k: v.clone() for k, v in outs.items()}
         return outs
+
+
+    def _output_shapes(self, binding, key: tuple, batch: int) -> dict[str, tuple[int, ...]]:
+        """Output shapes for these input shapes. Axis 0 is the batch; other symbolic axes
+        (the detector's anchor count, which depends on H and W) are read once from a probe run
+        with ORT-allocated outputs and cached per input-shape key."""
+        cache = self.__dict__.setdefault("_shape_cache", {})
+        if key not in cache:
+            fixed = all(all(isinstance(d, int) for d in t.shape[1:]) for t in self.outputs)
+            if fixed:
+                cache[key] = {t.name: t.with_batch(batch) for t in self.outputs}
+            else:
+                for t in self.outputs:
+                    binding.bind_output(t.name, "cuda", self._device_id())
+                import torch
+                torch.cuda.current_stream().synchronize()
+                self.session.run_with_iobinding(binding)
+                cache[key] = {t.name: tuple(v.shape()) for t, v in
+                              zip(self.outputs, binding.get_outputs())}
+        return cache[key]
 
 
 class OrtTensorrtEngine(OrtCudaEngine):

@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "smoothed landmarks in between (default 1: every frame)")
     p.add_argument("--explain", action="store_true",
                    help="print which model/engine ran each stage and ms per stage")
+    p.add_argument("--encoders", type=int, default=0,
+                   help="video with --device cuda: parallel x264 segment encoders (0 = auto)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (video)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"),
+                   help="generator precision on the GPU path")
     p.set_defaults(func=run_swap)
 
 
@@ -85,6 +90,9 @@ def run_swap(args: argparse.Namespace) -> int:
     if target_path.resolve() == out_path.resolve():
         raise OutputError(f"output '{out_path}' | same file as the target; choose another path")
     _check_output(out_path, video)
+    if video and args.device.startswith("cuda"):
+        from .gpu.cli import run_gpu_video  # the GPU-resident path (torch); CPU path below
+        return run_gpu_video(args)
     source_img = read_image(args.source, role="source")
     target_img = None if video else read_image(args.target, role="target")
 
@@ -118,7 +126,7 @@ def _swap_video(pipe: FaceSwapPipeline, args: argparse.Namespace, out_path: Path
         raise EngineError(f"video '{args.target}' | video support is not available: {e}") from None
     # process_frame returns (frame, n_faces): process_video counts the faces for us
     stats = process_video(args.target, str(out_path), pipe.process_frame, crf=args.crf,
-                          progress=True)
+                          preset=getattr(args, "preset", "veryfast"), progress=True)
     return stats.frames, (f"{stats.frames} frames at {stats.fps:.1f} fps, "
                           f"{stats.faces_total} face(s) swapped")
 

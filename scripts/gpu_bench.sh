@@ -28,7 +28,8 @@ RES="$REPO/benchmarks/results/$(date -u +%Y-%m-%d)-$TAG"
 mkdir -p "$OUT" "$RES"
 exec > >(tee "$OUT/gpu_bench.log") 2>&1
 export FUSIONRT_HOME
-FUSIONRT_HOME=$(mktemp -d /tmp/fusionrt-bench.XXXXXX)
+OWN_HOME=0  # reuse a store made by scripts/gpu_check.sh on the same warm machine
+if [[ -z "${FUSIONRT_HOME:-}" ]]; then FUSIONRT_HOME=$(mktemp -d /tmp/fusionrt-bench.XXXXXX); OWN_HOME=1; fi
 T0=$SECONDS
 log() { echo "[gpu_bench +$((SECONDS - T0))s] $*"; }
 left() { echo $((TOTAL - (SECONDS - T0))); }
@@ -69,6 +70,9 @@ import sys
 import time
 from fusionrt.models.store import ModelStore
 for name in ("arcface_w600k_r50", "simswap_256", "inswapper_128"):
+    if ModelStore().synthetic_path(name).is_file():
+        print(f"{name}: already synthesized", flush=True)
+        continue
     t0 = time.perf_counter()
     try:
         path = ModelStore().synth(name, width=float(sys.argv[1]))
@@ -111,5 +115,5 @@ fi
 cp -f "$OUT"/bench.json "$OUT"/bench.md "$OUT"/bench.png "$RES"/ 2>/dev/null || true
 log "results in $OUT: $(ls "$OUT" | tr '\n' ' ')(copied to $RES)"
 cp -f "$OUT/gpu_bench.log" "$RES"/ 2>/dev/null || true
-rm -rf "$FUSIONRT_HOME"
+(( OWN_HOME )) && rm -rf "$FUSIONRT_HOME"
 exit $rc

@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
-# GPU conformance on the device machine: every engine usable there, against the FP32 reference.
-# Run from the repo root after `source scripts/device_env.sh`. Writes logs under ${OUT:-/tmp/out}.
+# GPU conformance on the device machine (issue 4): every engine usable there, against the FP32
+# reference, per stage and for the whole pipeline. Run from the repo root after
+# `source scripts/device_env.sh`. Full-size synthetic models are made once in $FUSIONRT_HOME
+# (default /tmp/fusionrt_home) and shared with the other device scripts while the machine is warm.
+# Writes gpu.txt, doctor.json, conformance.log, pipeline_engines.json under ${OUT:-/tmp/out}.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/fusionrt_home}
+T0=$SECONDS
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -m fusionrt.cli doctor --json > "$OUT/doctor.json" 2>&1; tail -c 1500 "$OUT/doctor.json"; echo
-# 1. conformance: full-width synthetic models, every engine, on CUDA
-FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 timeout 420 python3 -m pytest -q -rs \
-  tests/test_engines_conformance.py -p no:cacheprovider 2>&1 | tee "$OUT/conformance.log" | tail -25
+python3 -m fusionrt.cli doctor --json > "$OUT/doctor.json" 2>&1
+python3 -m fusionrt.cli doctor 2>&1 | tail -30
+echo "== synthesize full-size models (seeded random weights) into $FUSIONRT_HOME"
+python3 - <<'PY'
+import time
+from fusionrt.models.store import ModelStore
+s = ModelStore()
+for name in ("arcface_w600k_r50", "inswapper_128", "simswap_256"):
+    if not s.synthetic_path(name).is_file():
+        t0 = time.perf_counter(); s.synth(name, width=1.0)
+        print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+PY
+echo "== conformance (+$((SECONDS - T0)) s)"
+FUSIONRT_TEST_STORE=$FUSIONRT_HOME FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 \
+  timeout ${CONFORMANCE_S:-300} python3 -m pytest -q -rs -p no:cacheprovider \
+  tests/test_engines_conformance.py 2>&1 | tee "$OUT/conformance.log" | tail -25
+echo "== full pipeline per engine (+$((SECONDS - T0)) s)"
+timeout ${PIPELINE_S:-150} python3 scripts/pipeline_engines_check.py --device cuda \
+  --engines ort-cuda ort-trt torch torch-compile "detect=ort-cuda,embed=ort-cuda,swap=torch" \
+  --out "$OUT/pipeline_engines.json" 2>&1 | grep -v Warning | tail -12
+echo "== done (+$((SECONDS - T0)) s)"

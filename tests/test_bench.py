@@ -273,6 +273,7 @@ def test_timers_and_summary():
     assert summarize([]) is None
 
 
+@pytest.mark.slow
 def test_fp16_rows_load_converted_and_gated_graphs(synthetic_home):
     cfg = BenchConfig(engines=("ort-cpu",), precisions=("fp16",), batches=(1,),
                       stages=("detect", "embed"), runs=1, warmup=1, allow_synthetic=True,

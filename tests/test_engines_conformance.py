@@ -50,10 +50,13 @@ def synth_models(tmp_path_factory):
     pytest.importorskip("torch")
     from fusionrt.build.synth import synthesize
     from fusionrt.models.store import ModelStore
-    home = tmp_path_factory.mktemp("fusionrt_home")
-    store = ModelStore(home)
+    # FUSIONRT_TEST_STORE: reuse a store that already holds synthetic models of this width
+    # (the GPU run synthesizes the full-size models once and shares them between scripts).
+    shared = os.environ.get("FUSIONRT_TEST_STORE")
+    store = ModelStore(shared or tmp_path_factory.mktemp("fusionrt_home"))
     for name in ("arcface_w600k_r50", "inswapper_128", "simswap_256"):
-        synthesize(name, store.synthetic_path(name), seed=0, width=WIDTH)
+        if not shared or not store.synthetic_path(name).is_file():
+            synthesize(name, store.synthetic_path(name), seed=0, width=WIDTH)
     return store
 
 

@@ -204,22 +204,14 @@ class BenchRunner:
         size = STAGES[g.stage].size if g.stage != "detect" else c.detect_size
         feeds_np = self.refs.feeds(g.stage, base.spec, size)
         feeds_np = {t.name: feeds_np[t.name].astype(t.dtype) for t in art.spec.inputs}
-        options = {"dims": {"H": size, "W": size}} if (g.stage == "detect" and g.engine == "trt") \
-            else {}
+        options = {"dims": {"H": size, "W": size}} if (
+            g.stage == "detect" and g.engine in ("trt", "ort-trt")) else {}
         prof = BatchProfile(min(g.batches), max(g.batches), max(g.batches))
         if cls.fixed_batch_profile:
             for r in g.rows:
                 r["notes"].append(f"one batch profile for all rows: min:opt:max = {prof}")
         config = EngineConfig(device=device, precision=g.precision, batch=prof, options=options)
         feed_device = device
-        if device.startswith("cuda") and g.engine.startswith("ort-") and any(
-                isinstance(d, str) for t in art.spec.outputs for d in t.shape[1:]):
-            # OrtCudaEngine's IOBinding sizes outputs by the batch alone, so outputs with
-            # another symbolic axis (the detector's anchors "A") go through the host path.
-            feed_device = "cpu"
-            for r in g.rows:
-                r["notes"].append("host feeds (numpy in/out, copies included): IOBinding cannot "
-                                  "pre-size outputs with a symbolic non-batch axis")
         if g.engine == "torch-compile":
             fresh_dynamo()
         timer = self.timer_factory(device)

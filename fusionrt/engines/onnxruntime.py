@@ -242,8 +242,21 @@ class OrtTensorrtEngine(OrtCudaEngine):
         cache = Path(o.get("cache_dir") or cache_root() / "ort-trt")
         cache.mkdir(parents=True, exist_ok=True)
         p = self.config.batch
+        dims = dict(o.get("dims") or {})  # other symbolic axes, e.g. the detector's H and W
+
+        def dim(d, n: int, i: int, t) -> str:
+            if i == 0 and isinstance(d, str):
+                return str(n)
+            if isinstance(d, str):
+                if d not in dims:
+                    raise EngineError(f"input '{t.name}' | axis {i} ('{d}') is dynamic; pass "
+                                      f"options={{'dims': {{'{d}': N}}}} for the TensorRT profile")
+                return str(dims[d])
+            return str(d)
+
         shape = lambda n: ",".join(  # noqa: E731
-            f"{t.name}:{'x'.join(str(d) for d in t.with_batch(n))}" for t in self.inputs)
+            f"{t.name}:{'x'.join(dim(d, n, i, t) for i, d in enumerate(t.shape))}"
+            for t in self.inputs)
         opts = {
             "device_id": self._device_id(),
             "trt_engine_cache_enable": "True",

@@ -104,7 +104,9 @@ class FaceSwapPipeline:
         cls = get_engine(choice.engine)
         device = self.config.device if self.config.device in cls.devices or any(
             self.config.device.startswith(d) for d in cls.devices) else cls.devices[0]
-        opts = {"threads": self.config.threads} if self.config.threads else {}
+        opts: dict = {"threads": self.config.threads} if self.config.threads else {}
+        if stage == "detect":  # the letterboxed square: fixes H and W for TensorRT profiles
+            opts["dims"] = {"H": self.config.det_size, "W": self.config.det_size}
         engine = cls(artifact, EngineConfig(device=device, options=opts)).load()
         self._engines.append(engine)
         kind = "SYNTHETIC" if artifact.synthetic else "real"

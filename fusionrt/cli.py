@@ -37,9 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("fusionrt"):
                 continue  # area not present in this build
-            raise
+            _unavailable(sub, name, e)  # a missing library breaks its own commands only
+            continue
         module.register(sub)
     return parser
+
+
+def _unavailable(sub, module: str, err: ModuleNotFoundError) -> None:
+    """Register ``fusionrt <area>`` as a command that explains what is missing."""
+    from .errors import EngineError
+
+    def fail(args):
+        raise EngineError(f"{module} | needs the Python package '{err.name}', which is not "
+                          f"installed: {err}")
+    area = module.split(".")[1]
+    try:
+        sub.add_parser(area, help=f"(unavailable: {err.name} missing)").set_defaults(func=fail)
+    except Exception:  # an area of the same name already registered
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,27 +88,28 @@ def bench_model(name: str, args, store, embedder) -> dict:
                                                 cal.meta.get("augmented"), "seed": 0}}
     feed = next(held.feeds(spec))
     paths = {"fp32": fp32}
-    for method in args.methods:
-        out = Path(args.work) / f"{name}.int8-{method}.onnx"
+    variants = [(m, a) for m in args.methods for a in args.activations]
+    for method, act in variants:
+        key = f"int8_{method}" + ("" if act == "s8" else f"_{act}")
+        out = Path(args.work) / f"{name}.{key}.onnx"
         t = time.perf_counter()
         rep = quantize_int8(fp32, out, fit.feeds(spec), spec=spec,
-                            options=Int8Options(method=method))
+                            options=Int8Options(method=method, activations=act))
         build_s = time.perf_counter() - t
         gate = evaluate(spec, fp32, out, "int8", list(held.feeds(spec)),
                         id_embedder=embedder if spec.task == "swap" else None, synthetic=True)
-        paths[f"int8_{method}"] = out
-        row[f"int8_{method}"] = {
-            "build_s": build_s, "gate_passed": gate.passed,
+        paths[key] = out
+        row[key] = {
+            "activations": act, "build_s": build_s, "gate_passed": gate.passed,
             "figures": {f.metric: f.value for f in gate.figures},
             "thresholds": {f.metric: f.threshold for f in gate.figures},
             "qdq": qdq_summary(onnx.load(str(out), load_external_data=False)),
             "float_nodes": len(rep.excluded)}
-        log.info("%s int8-%s gate %s: %s", name, method, "pass" if gate.passed else "FAIL",
+        log.info("%s %s gate %s: %s", name, key, "pass" if gate.passed else "FAIL",
                  gate.summary())
     lat = interleaved_latency(paths, spec, feed, args.threads, args.warmup, args.iters)
     row["fp32"] = lat["fp32"]
-    for method in args.methods:
-        k = f"int8_{method}"
+    for k in [k for k in paths if k != "fp32"]:
         row[k].update(lat[k])
         row[k]["speedup_median"] = lat["fp32"]["median_ms"] / lat[k]["median_ms"]
         row[k]["speedup_min"] = lat["fp32"]["min_ms"] / lat[k]["min_ms"]
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="FUSIONRT_HOME and scratch for the big synthetic models")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--methods", nargs="+", default=["entropy"])
+    ap.add_argument("--activations", nargs="+", default=["s8"], choices=["s8", "u8"],
+                    help="s8: symmetric signed (TensorRT-compatible); u8: asymmetric unsigned "
+                    "(ORT CPU's U8S8 kernels)")
+    ap.add_argument("--name", default="results", help="result file stem in --out")
     ap.add_argument("--count", type=int, default=64)
     ap.add_argument("--holdout", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -187,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
            "rows": [], "notes": [
                "synthetic full-size models (width 1.0), random weights: quality figures are for "
                "random weights",
-               "INT8: onnxruntime.quantization static QDQ, S8S8 symmetric, per-channel weights; "
-               "norms, keep-list ops, AdaIN style Gemms and the last conv left float",
+               "INT8: onnxruntime.quantization static QDQ, per-channel symmetric INT8 weights; "
+               "activations s8 = signed symmetric (TensorRT-compatible; ORT CPU on x86 fuses only "
+               "part of an S8S8 graph into integer kernels), u8 = unsigned asymmetric (ORT "
+               "CPU's native U8S8/VNNI path, not loadable by TensorRT); norms, keep-list ops, "
+               "AdaIN style Gemms and the last conv left float",
                "the ID-cosine judge is the synthetic (random-weight) ArcFace"]}
-    old = args.out / "results.json"
+    old = args.out / f"{args.name}.json"
     if args.append and old.is_file():
         prev = json.loads(old.read_text())
         doc["rows"] = [r for r in prev["rows"] if r["model"] not in args.models]
@@ -201,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["rows"].append(bench_model(name, args, store, embedder))
         doc["machine"]["load_average_at_end"] = os.getloadavg()
         args.out.mkdir(parents=True, exist_ok=True)  # write after each model: partial runs count
-        (args.out / "results.json").write_text(json.dumps(doc, indent=2))
-        (args.out / "results.md").write_text(to_markdown(doc))
+        (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
+        (args.out / f"{args.name}.md").write_text(to_markdown(doc))
     print(to_markdown(doc))
     return 0
 

@@ -96,7 +96,7 @@ def test_detector_boxes_match_fp32_reference(engine, grace, tmp_path, monkeypatc
     art = ModelStore().resolve("retinaface_mnet025")
     with get_engine("ort-cpu")(art) as ref_eng:
         ref = Detector(ref_eng).detect(grace)
-    with cls(art, _config(engine)) as eng:
+    with cls(art, _config(engine, dims={"H": 640, "W": 640})) as eng:
         got = Detector(eng).detect(grace)
     assert len(got) == len(ref) == 1
     iou = parity.box_iou(np.stack([f.box for f in ref]), np.stack([f.box for f in got]))

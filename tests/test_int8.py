@@ -101,3 +101,22 @@ def test_empty_calibration(synthetic_home, tmp_path):
 def test_bad_method():
     with pytest.raises(ValueError, match="calibration method 'kl'"):
         Int8Options(method="kl")
+
+
+@pytest.mark.parametrize("act, dtype", [("s8", np.int8), ("u8", np.uint8)])
+def test_activation_zero_points(synthetic_home, tmp_path, act, dtype):
+    """s8: every activation zero point is int8 0 (what TensorRT accepts); u8: uint8 (ORT CPU)."""
+    from onnx import numpy_helper
+    from fusionrt.build.export import sample_inputs
+    from fusionrt.models.store import ModelStore
+    spec = get_spec("arcface_w600k_r50")
+    out = tmp_path / f"arc.{act}.onnx"
+    quantize_int8(ModelStore().synthetic_path("arcface_w600k_r50"), out,
+                  [sample_inputs(spec, 1, seed=i) for i in range(2)], spec=spec,
+                  options=Int8Options(method="minmax", activations=act))
+    q = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    zps = [inits[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == dtype for z in zps)
+    if act == "s8":
+        assert all(not z.any() for z in zps)

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch", default="1", help="TensorRT batch profile N or MIN:OPT:MAX")
     p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy",
                    help="INT8 activation calibration")
+    p.add_argument("--activations", choices=("auto", "s8", "u8"), default="auto",
+                   help="INT8 activations: s8 symmetric (TensorRT and every ORT EP), u8 "
+                   "asymmetric (ORT CPU's fast U8S8 kernels only); auto = u8 for ort-cpu")
     p.add_argument("--report", action="store_true", help="write the gate figures (JSON + "
                    "Markdown) beside the artifact")
     p.add_argument("--allow-synthetic", action="store_true",
@@ -141,8 +144,8 @@ def holdout_feeds(spec, calibration: Path | None) -> tuple[list, list, list[str]
     return list(fit.feeds(spec)), list(held.feeds(spec)), notes
 
 
-def make_artifact(spec, fp32: Path, precision: str, out: Path, fit: list, method: str = "entropy"
-                  ) -> dict:
+def make_artifact(spec, fp32: Path, precision: str, out: Path, fit: list, method: str = "entropy",
+                  activations: str = "s8") -> dict:
     """Convert ``fp32`` to ``precision`` at ``out``; returns facts for the report."""
     if precision == "fp16":
         from .fp16 import convert_fp16
@@ -155,15 +158,17 @@ def make_artifact(spec, fp32: Path, precision: str, out: Path, fit: list, method
     if not fit:
         raise InputError(f"model '{spec.name}' | INT8 needs --calibration SET.npz; make one "
                          f"with: fusionrt calibrate {spec.name} --images DIR")
-    rep = quantize_int8(fp32, out, fit, spec=spec, options=Int8Options(method=method))
-    return {"quantizer": "onnxruntime.quantization QDQ (S8S8 symmetric, per-channel)",
-            "method": method, "samples": rep.samples,
+    rep = quantize_int8(fp32, out, fit, spec=spec,
+                        options=Int8Options(method=method, activations=activations))
+    return {"quantizer": "onnxruntime.quantization QDQ (per-channel symmetric INT8 weights)",
+            "activations": activations, "method": method, "samples": rep.samples,
             **qdq_summary(onnx.load(str(out))), "float_nodes": len(rep.excluded)}
 
 
 def build_artifact(model: str, precision: str, *, calibration: Path | None = None,
                    engine: str = "ort-cpu", method: str = "entropy", allow_synthetic: bool = False,
-                   out: Path | None = None, report: bool = False) -> BuildResult:
+                   out: Path | None = None, report: bool = False,
+                   activations: str = "auto") -> BuildResult:
     """Make and gate one reduced-precision artifact (library form of ``fusionrt build``)."""
     from ..models.store import ModelStore
     from .gate import evaluate, refusal
@@ -187,7 +192,9 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
         cand_runner, out = _torch_fp16_runner(spec, art), fp32
         details = {"torch": "fusionrt.build.fp16.fp16_module (keep-list modules in FP32)"}
     else:
-        details = make_artifact(spec, fp32, precision, out, fit, method)
+        if activations == "auto":  # measured: S8S8 graphs fuse only partly on x86 ORT CPU
+            activations = "u8" if engine == "ort-cpu" else "s8"
+        details = make_artifact(spec, fp32, precision, out, fit, method, activations)
     gate_on = engine if engine.startswith("ort-") else "ort-cpu"
     rep = evaluate(spec, fp32, out, precision, held, engine=gate_on, id_embedder=embedder,
                    synthetic=art.synthetic, candidate_runner=cand_runner)
@@ -245,7 +252,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise InputError(str(e)) from None
     res = build_artifact(args.model, args.precision, calibration=args.calibration,
                          engine=args.engine, method=args.method,
-                         allow_synthetic=args.allow_synthetic, out=args.out, report=args.report)
+                         allow_synthetic=args.allow_synthetic, out=args.out, report=args.report,
+                         activations=args.activations)
     if res.report is not None:
         print(f"{res.artifact}  {res.precision} passed the quality gate: {res.report.summary()}")
         if res.report.synthetic:
@@ -253,6 +261,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print(f"{res.artifact}  fp32 (the reference; no gate)")
     if args.engine == "trt":
+        if res.details.get("activations") == "u8":
+            raise InputError("int8 --activations u8 | TensorRT needs symmetric s8 activations; "
+                             "rebuild with --activations s8")
         _build_trt(args.model, res.artifact, res.precision, batch)
     return 0
 

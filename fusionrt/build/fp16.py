@@ -105,6 +105,7 @@ def convert_fp16(model_or_path, out_path: Path | str | None = None, *,
     except Exception as e:  # the converter raises bare Exceptions/ValueErrors on odd graphs
         raise ModelError(f"fp16 conversion | onnxruntime float16 converter failed: {e}") from e
     topo_sort(out)
+    unique_node_names(out)
     del out.metadata_props[:]
     kept = ",".join(f"{k}={v}" for k, v in sorted(describe(keep.values()).items()))
     meta = [(k, v) for k, v in meta if k not in ("fusionrt.precision", "fusionrt.fp32_keep")]
@@ -124,6 +125,33 @@ def convert_fp16(model_or_path, out_path: Path | str | None = None, *,
     log.info("fp16: %d nodes, %d kept FP32 %s, %d Casts", report.nodes, len(keep), report.kept,
              report.casts)
     return out, report
+
+
+def unique_node_names(model) -> None:
+    """The converter names each Cast ``<input>_cast_to``; when one constant feeds two kept nodes
+    (seen on the full-size SimSwap graph exported by torch 2.11) two Casts share a name and ONNX
+    Runtime refuses the model. Node names only label nodes: suffix the repeats. Two producers
+    of one tensor would be a real error, so that raises."""
+    seen: dict[str, int] = {}
+    producer: dict[str, Any] = {}
+    keep_nodes = []
+    for node in model.graph.node:
+        first = next((producer[o] for o in node.output if o in producer), None)
+        if first is not None:
+            if (first.op_type, list(first.input), first.attribute) == \
+                    (node.op_type, list(node.input), node.attribute):
+                continue  # the same Cast emitted twice: one is enough
+            raise ModelError(f"fp16 conversion | tensor '{node.output[0]}' has two producers")
+        producer.update({o: node for o in node.output if o})
+        if node.name in seen:
+            seen[node.name] += 1
+            node.name = f"{node.name}__{seen[node.name]}"
+        else:
+            seen[node.name] = 0
+        keep_nodes.append(node)
+    if len(keep_nodes) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(keep_nodes)
 
 
 def _io_types(model) -> list[tuple[str, int]]:

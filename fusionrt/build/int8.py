@@ -9,8 +9,13 @@ install would replace the shared onnx/onnxruntime versions), so the choice is no
 comparison — see the CPU benchmark notes.
 
 Settings and their reasons:
-  * signed INT8 for weights and activations, both symmetric: TensorRT accepts only zero-point-0
-    INT8, and ORT CPU runs S8S8 QDQ fine (it converts to its U8S8 kernels where faster);
+  * weights: signed INT8, symmetric. Activations (``Int8Options.activations``): ``"s8"`` signed
+    symmetric, the one graph for TensorRT (zero point 0 only) and every ORT EP; ``"u8"``
+    unsigned asymmetric, ORT CPU only. Measured on x86 ORT 1.32 (SimSwap, 2 cores): ORT turns
+    only part of an S8S8 graph into integer kernels (most convs stay float, ~1.1x), while the
+    U8 graph runs every conv as U8S8 QLinearConv (~2.5x); forcing S8S8 kernels
+    (``session.qdqisint8allowed``) is 3x *slower* than FP32. ``fusionrt build`` picks u8 for
+    ``--engine ort-cpu`` and s8 otherwise;
   * per-channel weights: conv filters differ by orders of magnitude in range;
   * activation ranges by entropy (default) or percentile calibration; min/max is skewed by rare
     outliers;
@@ -51,8 +56,14 @@ class Int8Options:
     op_types: tuple[str, ...] | None = None
     keep_last_conv: bool = True
     extra_exclude: tuple[str, ...] = ()
+    # "s8": signed, symmetric (zero point 0) activations: what TensorRT requires; the default.
+    # "u8": unsigned, asymmetric activations: ORT CPU's native U8S8 (VNNI) kernels; TensorRT
+    # rejects non-zero zero points, so such a graph is for ORT CPU only.
+    activations: str = "s8"
 
     def __post_init__(self) -> None:
+        if self.activations not in ("s8", "u8"):
+            raise ValueError(f"activations '{self.activations}' | expected 's8' or 'u8'")
         if self.method not in METHODS:
             raise ValueError(f"calibration method '{self.method}' | expected one of {METHODS}")
 
@@ -194,7 +205,8 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
         excluded = excluded_nodes(model, spec, options)
         onnx.save(model, str(pre))
         op_types = list(options.op_types or default_op_types(spec))
-        extra = {"ActivationSymmetric": True, "WeightSymmetric": True,
+        s8 = options.activations == "s8"
+        extra = {"ActivationSymmetric": s8, "WeightSymmetric": True,
                  "CalibMovingAverage": False, "CalibStridedMinMax": chunk_size(len(feeds))}
         if options.method == "percentile":
             extra["CalibPercentile"] = options.percentile
@@ -203,7 +215,8 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
             with _quiet():
                 quantize_static(str(pre), str(raw), _Reader(feeds), quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=op_types, per_channel=options.per_channel,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QInt8 if s8 else QuantType.QUInt8,
+                                weight_type=QuantType.QInt8,
                                 nodes_to_exclude=sorted(excluded), calibrate_method=method,
                                 extra_options=extra)
         except Exception as e:  # ORT's quantizer raises assorted errors on odd graphs
@@ -212,7 +225,8 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
     del q.metadata_props[:]
     meta = [(k, v) for k, v in meta if k not in ("fusionrt.precision", "fusionrt.int8")]
     for k, v in meta + [("fusionrt.precision", "int8"),
-                        ("fusionrt.int8", f"ort-qdq {options.method} per_channel="
+                        ("fusionrt.int8", f"ort-qdq {options.method} act={options.activations} "
+                                          f"per_channel="
                                           f"{options.per_channel} samples={len(feeds)}")]:
         e = q.metadata_props.add()
         e.key, e.value = k, v

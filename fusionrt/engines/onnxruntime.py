@@ -6,6 +6,7 @@ One file because the three share the session set-up; each is registered under it
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -116,7 +117,9 @@ class OrtCudaEngine(OrtCpuEngine):
         opts = {
             "device_id": self._device_id(),
             # EXHAUSTIVE cuDNN search once at load: slower first run, fastest convs after.
-            "cudnn_conv_algo_search": o.get("cudnn_conv_algo_search", "EXHAUSTIVE"),
+            "cudnn_conv_algo_search": o.get("cudnn_conv_algo_search",
+                                            os.environ.get("FUSIONRT_ORT_CONV_SEARCH",
+                                                           "EXHAUSTIVE")),
             "cudnn_conv_use_max_workspace": "1",
             "do_copy_in_default_stream": "1",
         }

@@ -46,7 +46,23 @@ def load_torch_module(artifact: Artifact):
                           " (needs a torchvision matching torch)") from None
     # onnxslim first: it folds the Identity-fed weights that onnx2torch cannot resolve.
     model = onnxslim.slim(onnx.load(str(artifact.onnx_path)))
+    _patch_onnx2torch_reshape()
     return convert(model).eval()
+
+
+def _patch_onnx2torch_reshape() -> None:
+    """onnx2torch's Reshape builds ``torch.Size(shape_tensor)``, which TorchDynamo cannot trace
+    (InternalTorchDynamoError on the RetinaFace heads); reading the shape as Python ints works
+    in eager and compiles with one graph break."""
+    import torch
+    from onnx2torch.node_converters.reshape import OnnxReshape
+
+    def _do_reshape(input_tensor, shape):
+        dims = [int(d) for d in shape.tolist()]
+        dims = [input_tensor.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+        return torch.reshape(input_tensor, dims)
+
+    OnnxReshape._do_reshape = staticmethod(_do_reshape)
 
 
 class TorchEngine(Engine):

@@ -83,7 +83,8 @@ def for_precision(base: Artifact, engine: str, precision: str, torch_engine: boo
     if (why := static_reason(engine, precision, torch_engine)):
         raise Unavailable(why)
     if torch_engine:
-        note = "FP16 = torch.autocast (norms/reductions in FP32)" if precision == "fp16" else ""
+        note = ("FP16 = fusionrt.build.fp16.fp16_module: weights cast once, keep-list (norms, AdaIN "
+                "statistics, output head) in FP32") if precision == "fp16" else ""
         return base, {"build_ms": None, "gate": None, "notes": [note] if note else []}
     if precision == "fp32":
         return base, {"build_ms": None, "gate": None, "notes": []}

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from .._fs import sha256_file
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"FRTCACHE"
@@ -40,13 +42,7 @@ def cache_root() -> Path:
     return fusionrt_home() / "engines"
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in chunks (ONNX files can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the name this module has always exported
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._fs import atomic_write_bytes  # noqa: F401  (synth imports it from here)
+
 from ..errors import EngineError, ModelError
 from ..models.spec import ModelSpec
 
@@ -201,25 +203,6 @@ def export_onnx(module: Any, spec: ModelSpec, out_path: Path | str, *, opset: in
              "cos=%s", spec.name, out_path, opset, "dynamic" if dynamic_batch else "static",
              simplified, seconds, max_diff, cos)
     return ExportReport(out_path, opset, max_diff, cos, simplified, seconds)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, then rename: a reader never sees half a model.
-
-    (Same as ``models.store.atomic_write_bytes``; kept here so exporting does not import the
-    store and its download machinery.)
-    """
-    import os
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _append_initializers(model, extra: Mapping[str, np.ndarray]) -> None:

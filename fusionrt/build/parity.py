@@ -52,6 +52,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter + 1e-12)
 
 
+#: Metrics where a smaller value is better (checked with <=).
+LOWER_IS_BETTER = frozenset({"max_abs", "landmark_err"})
+
+
 @dataclass(frozen=True)
 class Parity:
     """One comparison's figures; ``passed`` against the thresholds it was checked with."""
@@ -62,11 +66,11 @@ class Parity:
     passed: bool
 
     def __str__(self) -> str:
-        op = ">=" if self.metric != "max_abs" else "<="
+        op = "<=" if self.metric in LOWER_IS_BETTER else ">="
         return f"{self.metric} {self.value:.6g} ({'pass' if self.passed else 'FAIL'}: {op} " \
                f"{self.threshold:g})"
 
 
 def check(metric: str, value: float, threshold: float) -> Parity:
-    ok = value <= threshold if metric == "max_abs" else value >= threshold
+    ok = value <= threshold if metric in LOWER_IS_BETTER else value >= threshold
     return Parity(metric, float(value), threshold, bool(ok))

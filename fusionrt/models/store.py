@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .._fs import atomic_write_bytes, sha256_file  # noqa: F401  (re-exported)
 from ..engines.base import Artifact
 from ..errors import InputError, ModelError
 from .spec import ModelSpec, TensorSpec
@@ -44,20 +45,6 @@ def fusionrt_home() -> Path:
     return Path(os.environ.get("FUSIONRT_HOME") or Path.home() / ".cache" / "fusionrt")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; models are shared read-only files
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_copy(src: Path, dest: Path) -> None:
     """Copy beside ``dest`` first, then rename, so a crash never leaves half a model in place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -69,14 +56,6 @@ def atomic_copy(src: Path, dest: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mirrored(url: str) -> str:

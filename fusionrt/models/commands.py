@@ -6,6 +6,7 @@ import argparse
 
 from ..errors import ModelError
 from .store import ModelStore
+from .zoo import get_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +60,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = ModelStore().list()
     table = [("NAME", "TASK", "INSTALLED", "SIZE", "SHA256", "LICENSE")]
     table += [(r.name, r.task, r.installed, _size(r.size),
+               "builtin" if get_spec(r.name).builtin else
                "verified" if r.hash_verified else "unverified", r.license) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:

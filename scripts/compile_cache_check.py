@@ -1,7 +1,7 @@
 """Measure torch-compile's persistent cache across processes: the first process compiles the
 generator, a second process (same FUSIONRT_HOME) loads it again. Prints one JSON line per run.
 
-Usage: python3 scripts/compile_cache_check.py MODEL [--device cuda] [--batch 16] [--mode max-autotune]
+Usage: python3 scripts/compile_cache_check.py MODEL [--device cuda] [--batch 16] [--mode max-autotune] [--aot]
 Run it twice with the same FUSIONRT_HOME; the second 'load_s' is the warm-cache figure.
 """
 
@@ -27,18 +27,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--mode", default="max-autotune-no-cudagraphs")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--aot", action="store_true", help="AOTInductor package from the engine cache")
     a = ap.parse_args()
     art = ModelStore().resolve(a.model, allow_synthetic=True)
     feeds = sample_feeds(art, batch=a.batch)
     t0 = time.perf_counter()
+    from fusionrt.engines.base import BatchProfile
     eng = get_engine(a.engine)(art, EngineConfig(device=a.device, precision=a.precision,
-                                                 options={"mode": a.mode})).load()
+                                                 batch=BatchProfile(a.batch, a.batch, a.batch),
+                                                 options={"mode": a.mode, "aot": a.aot})).load()
     out = eng.run(feeds)  # compile happens on the first call
     first = next(iter(out.values()))
     if hasattr(first, "cpu"):
         first = first.float().cpu().numpy()
     load_s = time.perf_counter() - t0
-    print(json.dumps({"model": a.model, "engine": a.engine, "mode": a.mode, "batch": a.batch,
+    print(json.dumps({"model": a.model, "engine": a.engine, "mode": a.mode, "aot": a.aot,
+                      "built": getattr(eng, "aot_built", None), "batch": a.batch,
                       "precision": a.precision, "load_s": round(load_s, 3),
                       "checksum": float(np.asarray(first, np.float64).sum())}))
 

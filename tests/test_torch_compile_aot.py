@@ -1,0 +1,38 @@
+"""torch-compile's ahead-of-time mode: an AOTInductor package built once into the engine cache,
+loaded from it by a later engine (no tracing, no compiling), same outputs as eager."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusionrt.build import parity
+from fusionrt.engines.base import BatchProfile, EngineConfig
+from fusionrt.engines.registry import get_engine
+from fusionrt.pipeline.hybrid import sample_feeds
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.slow
+def test_aot_package_is_built_once_and_reused(tmp_path):
+    from fusionrt.build.cache import EngineCache
+    from fusionrt.build.synth import synthesize
+    from fusionrt.models.store import ModelStore
+    store = ModelStore(tmp_path / "home")
+    synthesize("simswap_256", store.synthetic_path("simswap_256"), width=0.05)
+    art = store.resolve("simswap_256", allow_synthetic=True)
+    feeds = sample_feeds(art, batch=3, seed=4)
+    feeds["target"] = np.random.default_rng(5).random(feeds["target"].shape, np.float32)
+    ref = get_engine("torch")(art).run(feeds)["output"]
+    cfg = EngineConfig(batch=BatchProfile(1, 2, 4),
+                       options={"aot": True, "cache_dir": str(tmp_path / "engines")})
+    first = get_engine("torch-compile")(art, cfg).load()
+    assert first.aot_built is True
+    out1 = first.run(feeds)["output"]
+    assert EngineCache(tmp_path / "engines").get(first.aot_fingerprint()) is not None
+    second = get_engine("torch-compile")(art, cfg).load()
+    assert second.aot_built is False  # loaded from the cache, not compiled again
+    out2 = second.run(feeds)["output"]
+    assert parity.psnr(ref, out1, 1.0) >= 50.0
+    np.testing.assert_array_equal(out1, out2)

@@ -249,24 +249,7 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, frame_fn: Fram
     if batch < 1:
         raise ValueError(f"batch | got {batch}; expected >= 1")
     src, dst = Path(src), Path(dst)
-    fmt = _check_destination(dst)
-    inp, v_in = _open_input(src)
-    try:
-        fps = _frame_rate(v_in, src)
-        width, height = v_in.codec_context.width, v_in.codec_context.height
-        if width % 2 or height % 2:
-            raise OutputError(f"output '{dst}' | input size {width}x{height} has an odd side; "
-                              "yuv420p needs even width and height")
-        # Same folder as dst so os.replace is an atomic rename; created here to fail before decoding.
-        tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
-        try:
-            tmp.open("xb").close()
-        except OSError as e:
-            raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
-                              "expected a writable folder") from None
-    except BaseException:
-        inp.close()
-        raise
+    inp, v_in, fmt, fps, _, _, tmp = prepare_transcode(src, dst)
     out = None
     try:
         a_in = inp.streams.audio[0] if inp.streams.audio else None
@@ -286,6 +269,34 @@ def process_video(src: str | os.PathLike, dst: str | os.PathLike, frame_fn: Fram
     log.info("wrote %s: %d frames in %.1f s (%.1f frames/s)", dst, frames, seconds, frames / seconds)
     return VideoStats(frames=frames, faces_total=faces, seconds=seconds,
                       fps=frames / seconds if seconds else 0.0)
+
+
+def prepare_transcode(src: Path, dst: Path) -> tuple[Any, Any, str, Fraction, int, int, Path]:
+    """Everything that can fail before the first frame is decoded: the destination's container,
+    the input's video stream and rate, an even frame size (yuv420p), and the temp file beside
+    ``dst`` (same folder, so ``os.replace`` is an atomic rename).
+
+    Returns (input container, video stream, output format, fps, width, height, temp path); the
+    caller owns the input container and the temp file. On error nothing is left open or behind.
+    """
+    fmt = _check_destination(dst)
+    inp, v_in = _open_input(src)
+    try:
+        fps = _frame_rate(v_in, src)
+        width, height = v_in.codec_context.width, v_in.codec_context.height
+        if width % 2 or height % 2:
+            raise OutputError(f"output '{dst}' | input size {width}x{height} has an odd side; "
+                              "yuv420p needs even width and height")
+        tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
+        try:
+            tmp.open("xb").close()
+        except OSError as e:
+            raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
+                              "expected a writable folder") from None
+    except BaseException:
+        inp.close()
+        raise
+    return inp, v_in, fmt, fps, width, height, tmp
 
 
 def _close_quietly(container: Any) -> None:

@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -29,8 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 from av.error import FFmpegError
 
 from ...errors import InputError, OutputError
-from ..video import (_DONE, _check_destination, _close_quietly, _frame_rate, _get, _open_input,
-                     _put, _truncated, _why)
+from ..video import _DONE, _close_quietly, _get, _put, _truncated, _why, prepare_transcode
 from .encode import VideoSink, encoder_options, open_output
 from .frames import Transfer
 from .timing import Waits
@@ -196,27 +194,13 @@ def swap_video(src: str | os.PathLike, dst: str | os.PathLike, swapper: Any,
     """
     cfg = config or RunnerConfig()
     src, dst = Path(src), Path(dst)
-    fmt = _check_destination(dst)
-    inp, v_in = _open_input(src)
-    tmp = None
+    inp, v_in, fmt, fps, width, height, tmp = prepare_transcode(src, dst)
     try:
-        fps = _frame_rate(v_in, src)
-        width, height = v_in.codec_context.width, v_in.codec_context.height
-        if width % 2 or height % 2:
-            raise OutputError(f"output '{dst}' | input size {width}x{height} has an odd side; "
-                              "yuv420p needs even width and height")
-        tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
-        try:
-            tmp.open("xb").close()
-        except OSError as e:
-            raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
-                              "expected a writable folder") from None
         stats = _run_file(inp, v_in, fps, width, height, src, dst, tmp, fmt, swapper, cfg)
         os.replace(tmp, dst)
         return stats
     except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     finally:
         _close_quietly(inp)

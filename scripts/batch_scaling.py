@@ -46,10 +46,16 @@ def _run(args: argparse.Namespace, clips: Path, out: Path, workers: int) -> dict
     gpu = args.gpus_per_worker > 0
     pipe = PipelineConfig(swapper=args.swapper, det_size=args.det_size,
                           engine=args.engine or ("ort-cuda" if gpu else "ort-cpu"),
-                          device="cuda" if gpu else "cpu")
+                          device="cuda" if gpu else "cpu", allow_synthetic=args.allow_synthetic)
+    gpu_cfg = runner = None
+    if args.gpu_path:
+        from fusionrt.batch.commands import gpu_path_settings
+        gpu_cfg, runner = gpu_path_settings(pipe, args.batch, args.precision, args.preset,
+                                            engine=args.engine)
     cfg = BatchConfig(str(ROOT / "examples" / "grace_hopper.jpg"), pipe, address=args.address,
                       workers=workers, cpus_per_worker=args.cpus_per_worker,
-                      gpus_per_worker=args.gpus_per_worker, retries=0)
+                      gpus_per_worker=args.gpus_per_worker, retries=0, gpu=gpu_cfg,
+                      runner=runner)
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -73,7 +79,10 @@ def _markdown(result: dict) -> str:
              f"Python {m['python']}, Ray {result['ray']}, onnxruntime {m['onnxruntime']}, "
              f"PyAV {result['av']}.",
              f"Work: {p['clips']} clips × {p['seconds']} s at {p['fps']} fps, {p['size']}, swapper "
-             f"`{p['swapper']}`, det-size {p['det_size']}, {p['cpus_per_worker']} CPU / "
+             f"`{p['swapper']}`, det-size {p['det_size']}, "
+             + (f"GPU video path (batch {p['batch']}, {p['precision']}, x264 {p['preset']}), "
+                if p.get("gpu_path") else "per-frame CPU path, ")
+             + f"{p['cpus_per_worker']} CPU / "
              f"{p['gpus_per_worker']} GPU per worker; best of {p['repeats']} run(s).",
              f"Command: `{m['command']}`", "",
              "| workers | wall s | frames | frames/s | speed-up | per-worker FPS (busy) | "
@@ -118,6 +127,13 @@ def main() -> None:
     ap.add_argument("--segment-seconds", type=float, default=0.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    ap.add_argument("--gpu-path", action="store_true",
+                    help="workers run the GPU video path (GpuSwapper + overlapped encode)")
+    ap.add_argument("--batch", type=int, default=32, help="GPU path: frames per batch")
+    ap.add_argument("--precision", default="fp32", help="GPU path: generator precision")
+    ap.add_argument("--preset", default="veryfast", help="GPU path: x264 preset")
+    ap.add_argument("--allow-synthetic", action="store_true",
+                    help="random-weight models (synthesized at full size if missing): speed only")
     ap.add_argument("--notes", default="", help="a sentence added to the Markdown (context)")
     ap.add_argument("--out-dir", default="benchmarks/results/batch-scaling")
     args = ap.parse_args()
@@ -128,6 +144,13 @@ def main() -> None:
     from fusionrt.bench.machine import machine_info
     from fusionrt.batch.runner import BatchConfig, connect
     counts = [int(x) for x in args.workers.split(",")]
+    if args.allow_synthetic and args.swapper != "classic":
+        from fusionrt.build.synth import synthesize
+        from fusionrt.models.store import ModelStore
+        store = ModelStore()
+        for name in (args.swapper, "arcface_w600k_r50"):
+            if store.installed(name) is None:
+                synthesize(name, store.synthetic_path(name), seed=0, width=1.0)
     work = Path(tempfile.mkdtemp(prefix="fusionrt-scaling-"))
     try:
         _make_clips(work / "in", args.clips, args.seconds, args.fps, args.size)

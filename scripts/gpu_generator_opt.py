@@ -40,7 +40,19 @@ STEPS = [
     ("torch.compile max-autotune-no-cudagraphs FP16 channels_last + CUDA graph",
      "torch-compile", "fp16",
      {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True}, "fp32"),
+    ("step 10 + Inductor freezing (BN folded, weight layouts converted once)",
+     "torch-compile", "fp16",
+     {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True,
+      "inductor": {"freezing": True}}, "fp32"),
 ]
+
+# Kernel families for the profile: which part of the GPU time goes where.
+KERNEL_KINDS = [("conv/GEMM", ("conv", "gemm", "sm90", "sm80", "cutlass", "xmma", "cudnn",
+                               "triton_tem", "implicit", "wgrad", "dgrad", "fprop")),
+                ("reduction (norms)", ("triton_red", "triton_per", "reduce", "norm")),
+                ("pointwise", ("triton_poi", "elementwise", "vectorized", "unrolled")),
+                ("copy/layout", ("memcpy", "copy", "nchwtonhwc", "nhwctonchw", "transpose",
+                                 "memset"))]
 
 
 def fp16_artifact(art: Artifact, out_dir: Path) -> Artifact:
@@ -63,6 +75,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--steps", default="", help="comma-separated step numbers (default all)")
+    ap.add_argument("--profile", default="",
+                    help="comma-separated step numbers to profile (torch.profiler, CUDA kernels, "
+                         "largest batch, no CUDA graph so each kernel is seen)")
     a = ap.parse_args()
     import torch
     out_dir = Path(a.out)
@@ -120,6 +135,8 @@ def main() -> int:
                                  "psnr_vs_eager_fp32": parity.psnr(ref[b], img, 1.0)
                                  if b in ref else None,
                                  "max_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+                if str(i) in a.profile.split(",") and b == max(batches):
+                    row["profile"] = profile(eng, feeds[b], a.runs // 3 or 1)
                 eng.close()
                 del eng
                 torch.cuda.empty_cache()
@@ -132,6 +149,45 @@ def main() -> int:
     write_markdown(result, out_dir / "generator_steps.md", batches)
     print((out_dir / "generator_steps.md").read_text())
     return 0
+
+
+def profile(eng, feeds: dict, runs: int, top: int = 15) -> dict:
+    """CUDA kernel time per run by kernel family and the top kernels, plus the wall time per
+    run: their difference is time the GPU waited on the host (launch gaps)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    graph = eng.config.options.get("cuda_graph")
+    eng.config.options["cuda_graph"] = False  # see each kernel (a graph shows as one launch)
+    try:
+        for _ in range(3):
+            eng.run(feeds)
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                eng.run(feeds)
+            torch.cuda.synchronize()
+            wall_ms = (time.perf_counter() - t0) * 1000.0 / runs
+    finally:
+        eng.config.options["cuda_graph"] = graph
+    kernels = []
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if us > 0:
+            kernels.append((e.key, us / 1000.0 / runs, e.count / runs))
+    kernels.sort(key=lambda k: -k[1])
+    total = sum(k[1] for k in kernels)
+    kinds: dict[str, float] = {}
+    for name, ms, _ in kernels:
+        low = name.lower()
+        kind = next((k for k, keys in KERNEL_KINDS if any(x in low for x in keys)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+    return {"runs": runs, "wall_ms_no_graph": round(wall_ms, 3),
+            "kernel_ms": round(total, 3),
+            "by_kind_ms": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda x: -x[1])},
+            "top": [{"kernel": n[:120], "ms": round(ms, 4), "calls": round(c, 1)}
+                    for n, ms, c in kernels[:top]]}
 
 
 def write_markdown(result: dict, path: Path, batches: list[int]) -> None:
@@ -153,6 +209,16 @@ def write_markdown(result: dict, path: Path, batches: list[int]) -> None:
                 cells += ["—", "—", "—"]
         err = f" ({r['error']})" if "error" in r else ""
         lines.append(f"| {r['step']} | {r['label']}{err} | " + " | ".join(cells) + " |")
+    for r in result["steps"]:
+        p = r.get("profile")
+        if not p:
+            continue
+        lines += ["", f"Profile of step {r['step']} at bs{max(batches)} (no CUDA graph, "
+                      f"{p['runs']} runs): {p['kernel_ms']} ms of kernels per run, "
+                      f"{p['wall_ms_no_graph']} ms wall per run. By kind: " +
+                  ", ".join(f"{k} {v} ms" for k, v in p["by_kind_ms"].items()) + ".", "",
+                  "| kernel | ms/run | calls/run |", "|---|---:|---:|"]
+        lines += [f"| `{k['kernel']}` | {k['ms']} | {k['calls']} |" for k in p["top"]]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -122,10 +122,16 @@ def main() -> int:
     ap.add_argument("--engine", default="ort-cpu", help="per-stage map; CPU engines → GPU defaults")
     ap.add_argument("--encoders", default="1,4", help="encoder counts for the e2e rows")
     ap.add_argument("--presets", default="veryfast,superfast")
+    ap.add_argument("--e2e", default="",
+                    help="end-to-end rows as N:preset[:gil-interval|none],... (overrides "
+                         "--encoders/--presets)")
+    ap.add_argument("--extra-engine", default="",
+                    help="';'-separated engine maps, each a GPU-only + e2e variant row "
+                         "(e.g. 'detect=ort-cuda')")
     ap.add_argument("--budget-s", type=float, default=330.0)
     ap.add_argument("--extra-precision", default="fp16",
-                    help="also time the GPU-only row with this generator precision, if time "
-                         "is left after the baseline ('' to skip)")
+                    help="also time the GPU-only and first e2e rows with this generator "
+                         "precision, if time is left after the baseline ('' to skip)")
     ap.add_argument("--size", default="1920x1080", help="WxH of the generated clip")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (tests)")
     ap.add_argument("--model-width", type=float, default=1.0,
@@ -187,25 +193,20 @@ def main() -> int:
     del frames
     save(outs)
 
-    for n_enc in [int(x) for x in args.encoders.split(",")]:
-        for preset in args.presets.split(","):
-            if elapsed() > args.budget_s - 60:
-                RESULT["notes"].append(f"skipped e2e {n_enc}x {preset}: time budget")
-                continue
-            rc = RunnerConfig(batch=args.batch, encoders=n_enc, preset=preset)
-            for label, swapper in (("I/O only", NullSwapper(sw.dev, sw.compute)),
-                                   ("end to end", sw)):
-                sw.timer.reset()
-                with GpuUtilSampler() as u:
-                    st = swap_video(clip, Path(args.work) / "out.mp4", swapper, rc)
-                row(f"{label} x264 {preset} x{n_enc}",
-                    "decode → upload → " + ("GPU → " if swapper is sw else "") +
-                    f"download → {n_enc} encoder(s)", st.frames, st.seconds, u, faces=st.faces,
-                    encoders=n_enc, preset=preset,
-                    stage_ms_per_frame={k: round(v, 3) for k, v in st.stage_ms.items()},
-                    waits_s={k: round(v, 3) for k, v in st.waits_s.items()},
-                    queue_high_water=st.high_water)
-                save(outs)
+    for n_enc, preset, interval in e2e_settings(args):
+        if elapsed() > args.budget_s - 60:
+            RESULT["notes"].append(f"skipped e2e {n_enc}x {preset}: time budget")
+            continue
+        rc = RunnerConfig(batch=args.batch, encoders=n_enc, preset=preset,
+                          switch_interval_s=interval)
+        tag = "" if interval == RunnerConfig.switch_interval_s else f", GIL interval {interval}"
+        for label, swapper in (("I/O only", NullSwapper(sw.dev, sw.compute)),
+                               ("end to end", sw)):
+            if label == "I/O only" and tag:
+                continue  # the GIL setting is about the compute thread
+            e2e_row(f"{label} x264 {preset} x{n_enc}{tag}", "decode → upload → " +
+                    ("GPU → " if swapper is sw else "") + f"download → {n_enc} encoder(s)",
+                    clip, args, swapper, rc, sw)
 
     # parity with the baseline's per-frame CPU path, then the baseline's own speed
     from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
@@ -244,19 +245,65 @@ def main() -> int:
                              "baseline_fps": b["fps"], "speedup": round(best["fps"] / b["fps"], 2),
                              "limit": limiter(RESULT["rows"], best)}
     sw.close()
-    if args.extra_precision and elapsed() < args.budget_s - 60:
-        extra_gpu_only(args, source, clip, h, w)
+    for label, change in extra_variants(args):
+        if elapsed() > args.budget_s - 60:
+            RESULT["notes"].append(f"skipped variant '{label}': time budget")
+            continue
+        try:
+            extra_variant(args, source, clip, h, w, label, **change)
+        except Exception as e:  # a variant that cannot run is reported, not hidden
+            RESULT["notes"].append(f"variant '{label}' failed: {type(e).__name__}: {e}")
+        save(outs)
     RESULT["total_s"] = round(elapsed(), 1)
     save(outs)
     print(markdown(RESULT))
     return 0
 
 
-def extra_gpu_only(args, source, clip: Path, h: int, w: int) -> None:
-    """The GPU-only row again with another generator precision (headroom, not the headline)."""
-    cfg = GpuConfig(swapper="inswapper_128", engine=args.engine, device=args.device,
-                    precision=args.extra_precision, allow_synthetic=True, gen_batch=args.batch)
-    with GpuSwapper(cfg) as sw:
+def extra_variants(args) -> list[tuple[str, dict]]:
+    out = []
+    if args.extra_precision:
+        out.append((f"generator {args.extra_precision}", {"precision": args.extra_precision}))
+    for spec in filter(None, args.extra_engine.split(";")):
+        out.append((f"engine {spec}", {"engine": spec}))
+    return out
+
+
+def e2e_settings(args) -> list[tuple[int, str, float | None]]:
+    """(encoders, preset, GIL switch interval) per end-to-end row: ``--e2e`` entries
+    ``N:preset[:interval|none]``, else every ``--encoders`` x ``--presets`` pair."""
+    if not args.e2e:
+        return [(int(n), p, RunnerConfig.switch_interval_s) for n in args.encoders.split(",")
+                for p in args.presets.split(",")]
+    out = []
+    for item in args.e2e.split(","):
+        n, preset, *rest = item.split(":")
+        interval = RunnerConfig.switch_interval_s
+        if rest:
+            interval = None if rest[0] == "none" else float(rest[0])
+        out.append((int(n), preset, interval))
+    return out
+
+
+def e2e_row(name: str, what: str, clip: Path, args, swapper, rc: RunnerConfig, sw) -> dict:
+    sw.timer.reset()
+    with GpuUtilSampler() as u:
+        st = swap_video(clip, Path(args.work) / "out.mp4", swapper, rc)
+    r = row(name, what, st.frames, st.seconds, u, faces=st.faces, encoders=rc.encoders,
+            preset=rc.preset, stage_ms_per_frame={k: round(v, 3) for k, v in st.stage_ms.items()},
+            waits_s={k: round(v, 3) for k, v in st.waits_s.items()},
+            queue_high_water=st.high_water)
+    save([Path(args.out), Path(args.results_dir)])
+    return r
+
+
+def extra_variant(args, source, clip: Path, h: int, w: int, label: str, **change) -> None:
+    """The GPU-only row, and one end-to-end row with the first ``--e2e`` setting, again with
+    one setting changed (generator precision, or an engine for one stage): what it buys."""
+    settings = dict(swapper="inswapper_128", engine=args.engine, device=args.device,
+                    precision=args.precision, allow_synthetic=True, gen_batch=args.batch)
+    settings.update(change)
+    with GpuSwapper(GpuConfig(**settings)) as sw:
         sw.set_source(source)
         sw.warmup(args.batch, h, w)
         frames = decode_all(clip)
@@ -266,9 +313,15 @@ def extra_gpu_only(args, source, clip: Path, h: int, w: int) -> None:
             n, faces = run_batches(iter(frames), sw, lambda f, p: True, fmt="yuv420p",
                                    height=h, width=w, batch=args.batch)
             sec = time.perf_counter() - t
-        row(f"GPU only, generator {args.extra_precision}", "as GPU only; " + sw.stages["swap"],
-            n, sec, u, faces=faces, stage_ms_per_frame={k: round(v / n, 3) for k, v in
-                                                        sw.timer.summary().items()})
+        what = "; ".join(f"{k}: {v}" for k, v in sw.describe().items())
+        row(f"GPU only, {label}", "as GPU only; " + what, n, sec, u, faces=faces,
+            stage_ms_per_frame={k: round(v / n, 3) for k, v in sw.timer.summary().items()})
+        del frames
+        n_enc, preset, interval = e2e_settings(args)[0]
+        if elapsed() < args.budget_s - 30:
+            e2e_row(f"end to end x264 {preset} x{n_enc}, {label}", "as end to end; " + what,
+                    clip, args, sw, RunnerConfig(batch=args.batch, encoders=n_enc,
+                                                 preset=preset, switch_interval_s=interval), sw)
 
 
 def limiter(rows: list[dict], best: dict) -> str:

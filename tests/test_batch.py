@@ -276,3 +276,44 @@ def test_source_without_a_face_stops_before_any_output(ray_cluster, clips, tmp_p
     with pytest.raises(NoFaceError, match="no face in the source image"):
         run_batch(cfg, plan_job(clips, tmp_path / "out"))
     assert not list((tmp_path / "out").rglob("*.*"))
+
+
+@pytest.mark.slow
+def test_gpu_path_workers(ray_cluster, clips, synthetic_home, tmp_path):
+    """Workers on the GPU video path (GpuSwapper + overlapped encode; CPU torch here, a GPU on
+    the device): a video, a keyframe-segmented video and a photo come out whole, with faces."""
+    pytest.importorskip("torch")
+    from fusionrt.batch.commands import gpu_path_settings
+    from fusionrt.batch.runner import BatchConfig, run_batch
+    from fusionrt.pipeline.pipeline import PipelineConfig
+    inputs = tmp_path / "in"
+    (inputs / "long").mkdir(parents=True)
+    for name in ("clip0.mp4", "long/talk.mp4", "photo.png"):
+        shutil.copy(clips / name, inputs / name)
+    pipe = PipelineConfig(swapper="inswapper_128", det_size=320, allow_synthetic=True)
+    gpu, runner = gpu_path_settings(pipe, batch=4, precision="fp32", preset="ultrafast")
+    assert (gpu.device, gpu.det_size, gpu.gen_batch, gpu.engine) == ("cpu", 320, 4, "ort-cpu")
+    cfg = BatchConfig(str(SOURCE), pipe, workers=2, gpu=gpu, runner=runner)
+    out = tmp_path / "out"
+    report = run_batch(cfg, plan_job(inputs, out, segment_seconds=1.0))
+    assert (report.count("done"), report.count("failed")) == (3, 0), \
+        [i.error for i in report.items if i.error]
+    assert report.settings["path"] == "gpu" and report.settings["gpu"]["gen_batch"] == 4
+    for name in ("clip0.mp4", "long/talk.mp4"):
+        got, ref = probe(out / name), probe(inputs / name)
+        assert (got.frames, got.width, got.has_audio) == (ref.frames, ref.width, ref.has_audio)
+    photo = {i.id: i for i in report.items}["photo.png"]
+    assert photo.faces == 1
+    swapped, original = cv2.imread(str(out / "photo.png")), cv2.imread(str(inputs / "photo.png"))
+    assert swapped.shape == original.shape and np.abs(swapped.astype(int) - original).max() > 30
+    assert sum(i.faces or 0 for i in report.items if i.id != "photo.png") > 0
+
+
+def test_gpu_path_needs_a_neural_swapper(tmp_path, clips):
+    from fusionrt.batch.commands import register
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["batch", "-s", str(SOURCE), "-i", str(clips), "-o",
+                              str(tmp_path / "o"), "--swapper", "classic", "--path", "gpu"])
+    with pytest.raises(InputError, match="--path gpu"):
+        args.func(args)

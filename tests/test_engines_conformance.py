@@ -85,11 +85,6 @@ def test_model_stage_matches_fp32_reference(engine, model, synth_models):
 @pytest.mark.parametrize("engine", engine_names())
 def test_detector_boxes_match_fp32_reference(engine, grace, tmp_path, monkeypatch):
     cls = _engine_or_skip(engine)
-    if engine == "torch-compile" and DEVICE == "cpu":
-        pytest.skip("torch-compile on CPU compiles for minutes: covered on the GPU machine")
-    if engine.startswith("torch"):
-        pytest.importorskip("onnx2torch", reason="the detector ships as ONNX only; torch engines "
-                            "convert it with onnx2torch, which needs a torchvision matching torch")
     monkeypatch.setenv("FUSIONRT_HOME", str(tmp_path))
     from fusionrt.models.store import ModelStore
     from fusionrt.pipeline.detect import Detector

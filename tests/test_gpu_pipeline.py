@@ -403,3 +403,39 @@ def test_run_gpu_video_refuses_bad_flags(astronaut_path, clip, tmp_path):
     with pytest.raises(InputError, match=r"--detect-every \| got 0"):
         run_gpu_video(_args(*base, "--detect-every", "0"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_defaults_per_stage(synthetic_home, monkeypatch):
+    """On CUDA, a CPU engine asked for maps to the first usable GPU default per stage: the
+    native torch detector; ArcFace on ORT CUDA when onnxruntime-gpu is there, else on torch
+    when it has torch weights; the generator on torch when it has torch weights."""
+    from fusionrt.engines.onnxruntime import OrtCudaEngine
+    from fusionrt.models.store import ModelStore
+    from fusionrt.pipeline.gpu.engines_gpu import engine_name
+    store = ModelStore()
+    det = store.resolve("retinaface_mnet025")
+    emb = store.resolve("arcface_w600k_r50", allow_synthetic=True)
+    gen = store.resolve("inswapper_128", allow_synthetic=True)
+    assert det.weights_path is None and emb.weights_path is not None
+    for ort_cuda in (True, False):
+        monkeypatch.setattr(OrtCudaEngine, "available", classmethod(lambda c, v=ort_cuda: (v, "")))
+        assert engine_name("detect", "ort-cpu", det, cuda=True) == "torch"
+        assert engine_name("embed", "auto", emb, cuda=True) == ("ort-cuda" if ort_cuda else "torch")
+        assert engine_name("swap", "ort-cpu", gen, cuda=True) == "torch"
+    assert engine_name("detect", "ort-cuda", det, cuda=True) == "ort-cuda"  # named: as given
+    assert engine_name("detect", "auto", det, cuda=False) == "ort-cpu"
+
+
+def test_native_torch_detector_in_the_gpu_path(synthetic_home, astronaut, clip_frames):
+    """The detector on the torch engine (native RetinaFace) gives the GPU path the same frames
+    as on ONNX Runtime."""
+    batch = torch.from_numpy(np.stack(clip_frames[:4]))
+    outs = []
+    for engine in ("ort-cpu", "detect=torch"):
+        with GpuSwapper(_cfg(engine=engine)) as sw:
+            sw.set_source(astronaut)
+            b = batch.clone()
+            counts = sw.process(b, "bgr", *batch.shape[1:3])
+            outs.append((counts, b.numpy()))
+    assert outs[0][0] == outs[1][0] and sum(outs[0][0]) > 0
+    assert np.abs(outs[0][1].astype(int) - outs[1][1]).max() <= 2

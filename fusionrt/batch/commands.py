@@ -46,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="default cpu, or cuda with GPU workers (the GPU Ray assigned)")
     p.add_argument("--det-size", type=int, default=640, help="detector input size")
     p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF)")
+    p.add_argument("--path", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="gpu: each worker runs the GPU video path (batched, overlapped; needs "
+                        "torch and a neural swapper); cpu: the per-frame pipeline; auto (default): "
+                        "gpu with --gpus-per-worker > 0 and a neural swapper, else cpu")
+    p.add_argument("--batch", type=int, default=16, help="GPU path: frames per GPU batch")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"),
+                   help="GPU path: generator precision on torch engines")
+    p.add_argument("--preset", default="veryfast", help="GPU path: x264 preset")
+    p.add_argument("--allow-synthetic", action="store_true",
+                   help="allow random-weight test models (output is garbage)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_batch_command)
@@ -61,6 +71,23 @@ def _check(args: argparse.Namespace) -> None:
                          "expected > 0 / >= 0 / >= 0")
 
 
+def gpu_path_settings(pipeline: PipelineConfig, batch: int, precision: str, preset: str,
+                      engine: str | None = None):
+    """(GpuConfig, RunnerConfig) of workers on the GPU video path; checks them here, before a
+    cluster starts (importing the GPU path needs torch). ``engine`` None: the GPU path's own
+    per-stage defaults."""
+    if batch < 1:
+        raise InputError(f"--batch {batch} | expected >= 1")
+    from ..pipeline.gpu import require_torch
+    require_torch()
+    from ..pipeline.gpu.runner import RunnerConfig
+    from ..pipeline.gpu.swapper import GpuConfig
+    gpu = GpuConfig.from_pipeline(pipeline, gen_batch=batch, precision=precision,
+                                  engine=engine or GpuConfig.engine)
+    gpu.check()
+    return gpu, RunnerConfig(batch=batch, preset=preset)
+
+
 def run_batch_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -72,12 +99,24 @@ def run_batch_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_job(args.inputs, out, args.segment_seconds)
     gpu = args.gpus_per_worker > 0
+    path = args.path
+    if path == "auto":
+        path = "gpu" if gpu and args.swapper != "classic" else "cpu"
+    if path == "gpu" and args.swapper == "classic":
+        raise InputError("--path gpu | the classic swapper runs on the CPU path only; expected a "
+                         "neural --swapper (or --path cpu)")
     pipeline = PipelineConfig(swapper=args.swapper, engine=args.engine or ("ort-cuda" if gpu else "ort-cpu"),
-                              device=args.device or ("cuda" if gpu else "cpu"), det_size=args.det_size)
+                              device=args.device or ("cuda" if gpu else "cpu"), det_size=args.det_size,
+                              allow_synthetic=args.allow_synthetic)
+    gpu_cfg = runner = None
+    if path == "gpu":
+        gpu_cfg, runner = gpu_path_settings(pipeline, args.batch, args.precision, args.preset,
+                                            engine=args.engine)
     config = BatchConfig(source=args.source, pipeline=pipeline, address=args.address,
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, retries=args.retries, crf=args.crf,
-                         ray_init={"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {})
+                         ray_init={"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {},
+                         gpu=gpu_cfg, runner=runner)
     todo = [p for p in plans if p.status == "todo"]
     skipped = sum(p.status == "skipped" for p in plans)
     print(f"{len(plans)} inputs: {len(todo)} to do, {skipped} already finished, "

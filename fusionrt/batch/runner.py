@@ -56,6 +56,8 @@ class BatchConfig:
     in_flight: int = 2
     start_timeout_s: float = 600.0
     ray_init: dict = field(default_factory=dict)
+    gpu: Any = None      # a GpuConfig: workers run the GPU video path (pipeline is then unused)
+    runner: Any = None   # the GPU path's RunnerConfig (batch, encoders, preset)
 
 
 @dataclass
@@ -124,7 +126,7 @@ class _Driver:
         self.restarts = 0
         env = {k: os.environ[k] for k in ("FUSIONRT_HOME",) if k in os.environ}
         self.actor_args = (config.source, config.pipeline, config.crf,
-                           max(1, int(config.cpus_per_worker)), env)
+                           max(1, int(config.cpus_per_worker)), env, config.gpu, config.runner)
         self.cls = remote_worker_class(config.cpus_per_worker, config.gpus_per_worker)
         self.tag = f"fusionrt-batch-{os.getpid()}-{int(time.time())}"
         self.slots: list[_Slot] = []
@@ -296,6 +298,10 @@ def run_batch(config: BatchConfig, plans: list[InputPlan],
                 "cpus_per_worker": config.cpus_per_worker, "gpus_per_worker": config.gpus_per_worker,
                 "retries": config.retries, "ray": ray.__version__,
                 "pipeline": {k: v for k, v in asdict(config.pipeline).items()
-                             if k in ("swapper", "engine", "device", "det_size", "select")}}
+                             if k in ("swapper", "engine", "device", "det_size", "select")},
+                "path": "gpu" if config.gpu is not None else "cpu"}
+    if config.gpu is not None:
+        settings["gpu"] = {k: v for k, v in asdict(config.gpu).items()
+                           if k in ("swapper", "engine", "device", "precision", "gen_batch")}
     return JobReport(list(driver.reports.values()), driver.workers, time.perf_counter() - t0,
                      driver.restarts, settings)

@@ -42,7 +42,9 @@ def import_ray() -> Any:
 
 
 class SwapWorker:
-    """Holds a warm ``FaceSwapPipeline`` with the source face set; swaps one item per call.
+    """Holds a warm swapper with the source face set; swaps one item per call: the per-frame
+    ``FaceSwapPipeline``, or with ``gpu`` the GPU video path (``GpuSwapper``: batched detection,
+    generation and paste-back on the device, decode/encode overlapped by ``swap_video``).
 
     Args:
         name: the worker's name in reports.
@@ -51,25 +53,38 @@ class SwapWorker:
         crf: x264 quality of the written videos.
         threads: OpenCV threads (the CPU cores this worker was given).
         env: environment to set before loading models (e.g. FUSIONRT_HOME).
+        gpu: a ``GpuConfig``: use the GPU video path with these settings.
+        runner: the GPU path's ``RunnerConfig`` (batch, encoders, preset); its crf is ``crf``.
     """
 
     def __init__(self, name: str, source: str, config: PipelineConfig, crf: int = 18,
-                 threads: int = 1, env: dict[str, str] | None = None):
+                 threads: int = 1, env: dict[str, str] | None = None, gpu: Any = None,
+                 runner: Any = None):
         os.environ.update(env or {})
         self.name, self.crf = name, crf
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.setup_error: dict | None = None
         self.pipe: FaceSwapPipeline | None = None
+        self.gpu = None
+        self.runner = runner
         t0 = time.perf_counter()
         try:
             import cv2
 
             from ..pipeline.image_io import read_image
             cv2.setNumThreads(max(1, threads))
-            if config.threads is None:  # engines use this worker's cores only, not the machine's
-                config = dataclasses.replace(config, threads=max(1, threads))
-            self.pipe = FaceSwapPipeline(config)
-            self.pipe.set_source(read_image(source, role="source"), source)
+            image = read_image(source, role="source")
+            if gpu is not None:
+                from ..pipeline.gpu.runner import RunnerConfig
+                from ..pipeline.gpu.swapper import GpuSwapper
+                self.runner = dataclasses.replace(runner or RunnerConfig(), crf=crf)
+                self.gpu = GpuSwapper(gpu)
+                self.gpu.set_source(image, source)
+            else:
+                if config.threads is None:  # engines use this worker's cores, not the machine's
+                    config = dataclasses.replace(config, threads=max(1, threads))
+                self.pipe = FaceSwapPipeline(config)
+                self.pipe.set_source(image, source)
         except Exception as e:  # noqa: BLE001 - reported to the driver, which stops the job
             self.setup_error = _failure(e)
         self.setup_s = time.perf_counter() - t0
@@ -98,14 +113,19 @@ class SwapWorker:
     # -- work kinds ------------------------------------------------------------
     def _do_image(self, item: WorkItem) -> tuple[int, int]:
         from ..pipeline.image_io import read_image, write_image
-        out, n = self.pipe.process_frame(read_image(item.src, role="input"))
+        image = read_image(item.src, role="input")
+        out, n = self.gpu.swap_image(image) if self.gpu else self.pipe.process_frame(image)
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
         write_image(item.dst, out)
         return 1, n
 
     def _do_video(self, item: WorkItem, src: str | None = None) -> tuple[int, int | None]:
-        from ..pipeline.video import process_video
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
+        if self.gpu is not None:
+            from ..pipeline.gpu.runner import swap_video
+            stats = swap_video(src or item.src, item.dst, self.gpu, self.runner)
+            return stats.frames, stats.faces
+        from ..pipeline.video import process_video
         stats = process_video(src or item.src, item.dst, self.pipe.process_frame, crf=self.crf,
                               progress=False)
         return stats.frames, stats.faces_total

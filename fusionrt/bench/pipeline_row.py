@@ -139,7 +139,8 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
         row["notes"] += [f"faces swapped per frame: {faces}",
                          "stages: " + "; ".join(f"{k}: {v}" for k, v in pipe.describe().items())]
         if g.engine in TORCH_ENGINES:
-            row["notes"].append("the real detector runs through onnx2torch on torch engines")
+            row["notes"].append("the real detector runs as a native torch module loaded from "
+                                "its ONNX on torch engines")
         r._run_row(g, row, 1, runner_engine, timer, probe, {}, "cpu")
         row["load"]["warm_first_run_ms"] = row["first_run_ms"]
     except (Unavailable, FusionError) as e:

@@ -34,8 +34,10 @@ def enable_compile_cache() -> str:
 
 class TorchCompileEngine(TorchEngine):
     """Options: ``mode`` ("default" | "reduce-overhead" | "max-autotune" |
-    "max-autotune-no-cudagraphs"), ``aot`` (bool: AOTInductor package from the engine cache),
-    plus the torch engine's options."""
+    "max-autotune-no-cudagraphs"), ``inductor`` (dict of Inductor settings added to the mode's,
+    e.g. ``{"freezing": True}``: weights become constants, so BatchNorm folds into the conv and
+    weight layouts are converted once), ``aot`` (bool: AOTInductor package from the engine
+    cache), plus the torch engine's options."""
 
     name = "torch-compile"
 
@@ -45,9 +47,14 @@ class TorchCompileEngine(TorchEngine):
         if self.config.options.get("aot"):
             return self._aot(module)
         mode = self.config.options.get("mode", "default")
+        extra = self.config.options.get("inductor")
         # dynamic=False: one specialised graph per batch size, the fastest kernels for serving
         # with fixed batch buckets.
-        return torch.compile(module, mode=mode, dynamic=False, fullgraph=False)
+        if not extra:
+            return torch.compile(module, mode=mode, dynamic=False, fullgraph=False)
+        from torch._inductor import list_mode_options
+        options = {**list_mode_options(mode), **dict(extra)}
+        return torch.compile(module, options=options, dynamic=False, fullgraph=False)
 
     # -- ahead of time ----------------------------------------------------------
     def aot_fingerprint(self):

@@ -2,12 +2,13 @@
 and optional CUDA-graph replay for static shapes.
 
 The module comes from the reference architecture when the artifact carries torch weights
-(synthetic models), else from the ONNX file through onnx2torch, so every stage — the real
-detector included — runs here.
+(synthetic models), else from the ONNX file: into a native module where one exists (the real
+detector), through onnx2torch otherwise, so every stage runs here.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any, Mapping
 
@@ -19,6 +20,12 @@ from .base import Artifact, Engine
 log = logging.getLogger(__name__)
 
 _INSTALL = "pip install 'fusionrt[torch]'  (CPU: pip install torch==2.13.0)"
+
+# ONNX-only archs with a native torch re-implementation: arch -> "module:loader(onnx_path)".
+# Native modules need no onnx2torch/torchvision and trace cleanly (CUDA graphs, torch.compile).
+NATIVE_FROM_ONNX: dict[str, str] = {
+    "retinaface_mnet025": "fusionrt.models.arch.retinaface:retinaface_from_onnx",
+}
 
 
 def import_torch():
@@ -36,6 +43,10 @@ def load_torch_module(artifact: Artifact):
         return load_reference(artifact.spec.name, artifact.weights_path).eval()
     if artifact.onnx_path is None:
         raise EngineError(f"model '{artifact.spec.name}' | no ONNX file or torch weights to load")
+    native = NATIVE_FROM_ONNX.get(artifact.spec.arch)
+    if native is not None:
+        module, loader = native.split(":")
+        return getattr(importlib.import_module(module), loader)(artifact.onnx_path).eval()
     try:
         import onnx
         import onnxslim

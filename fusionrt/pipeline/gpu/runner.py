@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class RunnerConfig:
     preset: str = "veryfast"
     codec: str = "libx264"
     progress: bool = False
+    # Python's GIL hand-over interval while the loop runs (None: leave it). The compute thread
+    # gives up the GIL at every CUDA sync or engine call and, with decoder and encoder threads
+    # busy, waits up to one interval (5 ms by default) to get it back, per release.
+    switch_interval_s: float | None = 0.0005
 
 
 @dataclass
@@ -252,6 +257,9 @@ def _run_file(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fm
 
     bar = _progress(cfg.progress, v_in.frames, dst.name)
     decoder = _thread("fusionrt-decode", decode, failure)
+    interval = sys.getswitchinterval()
+    if cfg.switch_interval_s is not None:
+        sys.setswitchinterval(cfg.switch_interval_s)
     t0 = time.perf_counter()
     try:
         sink.start()
@@ -269,6 +277,7 @@ def _run_file(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fm
             stop.set()
         decoder.join()
         sink.join()
+        sys.setswitchinterval(interval)
         if bar:
             bar.close()
     if failure.error is not None:

@@ -10,7 +10,8 @@ together, in chunks of ``gen_batch`` padded to that size so a captured CUDA grap
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,13 @@ class GpuConfig:
     gen_batch: int = 32            # crops per generator call
     allow_synthetic: bool = False
     timing: bool = True            # per-stage CUDA-event times
+
+    @classmethod
+    def from_pipeline(cls, config: Any, **changes: Any) -> "GpuConfig":
+        """The GPU path's settings for a CPU-path ``PipelineConfig`` (shared fields by name)."""
+        names = {f.name for f in fields(cls)}
+        shared = {f.name: getattr(config, f.name) for f in fields(config) if f.name in names}
+        return cls(**{**shared, **changes})
 
     def check(self) -> None:
         if self.select not in MODES:
@@ -291,6 +299,15 @@ class GpuSwapper:
                 else:
                     batch[hit] = nchw_to_hwc(frames[hit])
         return [len(fl) for fl in chosen]
+
+    def swap_image(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """One BGR uint8 image through the GPU path → (swapped copy, faces swapped)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"image | got {image.dtype} {image.shape}; "
+                             "expected uint8 (H, W, 3) BGR")
+        frames = self.torch.from_numpy(np.ascontiguousarray(image))[None].to(self.dev.device)
+        counts = self.process(frames, "bgr", image.shape[0], image.shape[1])
+        return frames[0].cpu().numpy(), counts[0]
 
     def describe(self) -> dict[str, str]:
         return dict(self.stages)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The device runs behind the second H100 round of results (benchmarks/results/*-h100-r2/), one
+# part per device call. Run from the repo root after `source scripts/device_env.sh`.
+#   generator : GPU 0 — generator steps 10/11 (torch.compile FP16 ± Inductor freezing) at bs16
+#               with kernel profiles; GPU 1 (or after, on one GPU) — AOT package build, then two
+#               fresh processes loading it from the engine cache; detector conformance on CUDA.
+#   video     : the GPU video bench on GPU 0, pinned to 16 CPU cores (one H100's share of the
+#               2-GPU host, the same count as the 1-GPU machine).
+#   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path.
+# Outputs go to $OUT/<part>/. Full-size synthetic (random-weight) models: speed only.
+set -u
+OUT=${OUT:-/tmp/out}
+export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh}
+part=${1:?generator|video|ray}
+mkdir -p "$OUT/$part"
+ngpu=$(nvidia-smi -L | wc -l)
+other=$(( ngpu > 1 ? 1 : 0 ))
+nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/$part/gpu.txt"
+python3 - <<'PY'
+import time
+from fusionrt.models.store import ModelStore
+s = ModelStore()
+for name in ("arcface_w600k_r50", "inswapper_128", "simswap_256"):
+    if not s.synthetic_path(name).is_file():
+        t0 = time.perf_counter(); s.synth(name, width=1.0)
+        print(f"synthesized {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+PY
+case $part in
+generator)
+  (CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-480} python3 scripts/gpu_generator_opt.py \
+     --out "$OUT/generator" --batches 16 --runs 30 --steps 10,11 --profile 10,11 \
+     --budget-s $(( ${GEN_S:-480} - 60 )) > "$OUT/generator/steps.log" 2>&1; echo "steps rc $?") &
+  gen=$!
+  [ "$other" = 0 ] && wait $gen
+  export CUDA_VISIBLE_DEVICES=$other
+  for run in build load1 load2; do
+    timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
+      --precision fp16 --aot 2>"$OUT/generator/aot_$run.err" | tee -a "$OUT/generator/aot.jsonl"
+  done
+  FUSIONRT_TEST_STORE=$FUSIONRT_HOME FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 \
+    timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_engines_conformance.py \
+    -k detector > "$OUT/generator/conformance_detector.log" 2>&1
+  tail -3 "$OUT/generator/conformance_detector.log"
+  wait
+  tail -5 "$OUT/generator/steps.log"
+  ;;
+video)
+  CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} python3 scripts/gpu_video_bench.py \
+    --out "$OUT/video" --results-dir "$OUT/video" --budget-s $(( ${VIDEO_S:-540} - 40 )) \
+    --seconds 10 --baseline-seconds 3 --precision tf32 --extra-precision fp16 \
+    --e2e "4:superfast,4:ultrafast,6:ultrafast,8:ultrafast,4:ultrafast:none" \
+    --extra-engine "detect=ort-cuda" 2>&1 | grep -v -i warn | tail -40
+  ;;
+ray)
+  export RAY_AUTH_MODE=disabled RAY_memory_monitor_refresh_ms=0
+  timeout ${RAY_S:-500} python3 scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 \
+    --cpus-per-worker 8 --gpu-path --swapper inswapper_128 --allow-synthetic --precision tf32 \
+    --preset superfast --size 1920x1080 --clips 8 --seconds 5 --fps 30 --det-size 640 \
+    --repeats 1 --out-dir "$OUT/ray" \
+    --notes "Device run: $ngpu GPU(s), one worker per GPU on the GPU video path." 2>&1 | tail -30
+  ;;
+esac

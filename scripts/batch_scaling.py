@@ -86,14 +86,17 @@ def _markdown(result: dict) -> str:
              f"{p['gpus_per_worker']} GPU per worker; best of {p['repeats']} run(s).",
              f"Command: `{m['command']}`", "",
              "| workers | wall s | frames | frames/s | speed-up | per-worker FPS (busy) | "
-             "CPU cores used by workers | load before |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "sum of busy FPS | speed-up (busy) | CPU cores used by workers | load before |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     base = result["best"][0]["fps"]
+    busy0 = sum(w["fps"] for w in result["best"][0]["per_worker"])
     for r in result["best"]:
         per = ", ".join(f"{w['name']} {w['fps']:.1f}" for w in r["per_worker"])
+        busy = sum(w["fps"] for w in r["per_worker"])
         cores = sum(w["cpu_s"] for w in r["per_worker"]) / r["wall_s"]
         lines.append(f"| {r['workers']} | {r['wall_s']:.2f} | {r['frames']} | {r['fps']:.2f} | "
-                     f"{r['fps'] / base:.2f}× | {per} | {cores:.2f} | {r['load_avg_1m_before']} |")
+                     f"{r['fps'] / base:.2f}× | {per} | {busy:.1f} | {busy / busy0:.2f}× | "
+                     f"{cores:.2f} | {r['load_avg_1m_before']} |")
     lines += ["", "Every run, in the order run (repeats interleave the counts):", "",
               "| run | workers | wall s | frames/s | CPU cores used | CPU ms/frame | load before |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -104,7 +107,8 @@ def _markdown(result: dict) -> str:
                      f"{r['load_avg_1m_before']} |")
     lines += ["", "Wall time includes starting the workers (pipeline load + source face), not "
               "starting Ray. frames/s = all frames / wall time; per-worker FPS = its frames / its "
-              "busy time; CPU cores used = the workers' CPU time (all threads: detector, swap, "
+              "busy time; sum of busy FPS = the workers' steady-state throughput together (start-up "
+              "excluded); CPU cores used = the workers' CPU time (all threads: detector, swap, "
               "decoder, x264) / wall time. 'load before' is the 1-minute load average: other "
               "processes on the machine compete for the same cores.", ""]
     if result.get("notes"):

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The device runs behind the second H100 round of results (benchmarks/results/*-h100-r2/), one
 # part per device call. Run from the repo root after `source scripts/device_env.sh`.
-#   generator : GPU 0 — generator steps 10/11 (torch.compile FP16 ± Inductor freezing) at bs16
-#               with kernel profiles; GPU 1 (or after, on one GPU) — AOT package build, then two
-#               fresh processes loading it from the engine cache; detector conformance on CUDA.
+#   generator : GPU 0 — generator steps 1, 6, 7, 10, 12, 13 at bs1 and bs16 (eager FP32, eager
+#               FP16 + graph, ORT CUDA FP32, torch.compile FP16 without / with conv channel
+#               padding, eager FP16 with padding), kernel profiles of 10 and 12; GPU 1 (or after,
+#               on one GPU) — AOT package build, then two fresh processes loading it from the
+#               engine cache (profiled); detector conformance on CUDA.
 #   video     : the GPU video bench on GPU 0, pinned to 16 CPU cores (one H100's share of the
 #               2-GPU host, the same count as the 1-GPU machine).
 #   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path.
@@ -28,14 +30,15 @@ PY
 case $part in
 generator)
   (CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-480} python3 scripts/gpu_generator_opt.py \
-     --out "$OUT/generator" --batches 16 --runs 30 --steps 10,11 --profile 10,11 \
+     --out "$OUT/generator" --batches 1,16 --runs 30 --steps 1,6,7,10,12,13 --profile 10,12 \
      --budget-s $(( ${GEN_S:-480} - 60 )) > "$OUT/generator/steps.log" 2>&1; echo "steps rc $?") &
   gen=$!
   [ "$other" = 0 ] && wait $gen
   export CUDA_VISIBLE_DEVICES=$other
   for run in build load1 load2; do
     timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
-      --precision fp16 --aot 2>"$OUT/generator/aot_$run.err" | tee -a "$OUT/generator/aot.jsonl"
+      --precision fp16 --aot --profile-load "$OUT/generator/aot_$run.prof.txt" \
+      2>"$OUT/generator/aot_$run.err" | tee -a "$OUT/generator/aot.jsonl"
   done
   FUSIONRT_TEST_STORE=$FUSIONRT_HOME FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 \
     timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_engines_conformance.py \
@@ -54,8 +57,8 @@ video)
 ray)
   export RAY_AUTH_MODE=disabled RAY_memory_monitor_refresh_ms=0
   timeout ${RAY_S:-500} python3 scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 \
-    --cpus-per-worker 8 --gpu-path --swapper inswapper_128 --allow-synthetic --precision tf32 \
-    --preset superfast --size 1920x1080 --clips 8 --seconds 5 --fps 30 --det-size 640 \
+    --cpus-per-worker 16 --gpu-path --swapper inswapper_128 --allow-synthetic --precision tf32 \
+    --preset superfast --size 1920x1080 --clips 8 --seconds 15 --fps 30 --det-size 640 \
     --repeats 1 --out-dir "$OUT/ray" \
     --notes "Device run: $ngpu GPU(s), one worker per GPU on the GPU video path." 2>&1 | tail -30
   ;;

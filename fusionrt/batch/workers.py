@@ -77,7 +77,8 @@ class SwapWorker:
             if gpu is not None:
                 from ..pipeline.gpu.runner import RunnerConfig
                 from ..pipeline.gpu.swapper import GpuSwapper
-                self.runner = dataclasses.replace(runner or RunnerConfig(), crf=crf)
+                self.runner = dataclasses.replace(runner or RunnerConfig(), crf=crf,
+                                                  cores=max(1, threads))
                 self.gpu = GpuSwapper(gpu)
                 self.gpu.set_source(image, source)
             else:

@@ -41,11 +41,17 @@ class TorchCompileEngine(TorchEngine):
 
     name = "torch-compile"
 
+    def _load(self) -> None:
+        if not self.config.options.get("aot"):
+            return super()._load()
+        enable_compile_cache()
+        self._setup()
+        self.module = self._aot()  # the eager module is built only on a cache miss
+        self._graphs = {}
+
     def _wrap(self, module):
         enable_compile_cache()
         torch = import_torch()
-        if self.config.options.get("aot"):
-            return self._aot(module)
         mode = self.config.options.get("mode", "default")
         extra = self.config.options.get("inductor")
         # dynamic=False: one specialised graph per batch size, the fastest kernels for serving
@@ -64,35 +70,53 @@ class TorchCompileEngine(TorchEngine):
             raise EngineError(f"model '{self.spec.name}' | nothing to fingerprint for AOT build")
         o = self.config.options
         builder = (f"aoti;device={self.device.type};channels_last={bool(o.get('channels_last'))};"
-                   f"src={Path(src).name}")
+                   f"align={self.align_channels()};src={Path(src).name}")
         index = (self.device.index or 0) if self.device.type == "cuda" else 0
         return Fingerprint.for_model(Path(src), self.name, self.config.precision,
                                      str(self.config.batch), builder=builder, device_index=index)
 
-    def _aot(self, module):
-        """Load the AOTInductor package for this fingerprint, building it on a cache miss."""
+    def _aot(self):
+        """Load the AOTInductor package for this fingerprint, building it on a cache miss.
+        ``aot_timing`` records where the time went (seconds per phase)."""
+        import time
+
         from ..build.cache import EngineCache
         torch = import_torch()
+        t = time.perf_counter()
+        timing = self.aot_timing = {}
+
+        def lap(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timing[name] = round(now - t, 3)
+            t = now
+
         fp = self.aot_fingerprint()
+        lap("fingerprint")
         cache = EngineCache(self.config.options.get("cache_dir"))
         data = cache.read(fp)
+        lap("cache_read")
         self.aot_built = data is None
         with tempfile.TemporaryDirectory(prefix="fusionrt-aoti-") as tmp:
             path = Path(tmp) / "model.pt2"
             if data is None:
                 log.info("torch-compile | AOT build of '%s' (batch %s): once per fingerprint",
                          self.spec.name, self.config.batch)
-                self._export_package(module, path)
+                self._export_package(self._build_module(), path)
                 cache.put(fp, path)
+                lap("build")
             else:
                 path.write_bytes(data)
+                lap("unpack")
             try:
-                return torch._inductor.aoti_load_package(str(path))
+                runner = torch._inductor.aoti_load_package(str(path))
             except Exception as e:  # a package from another build of torch/inductor
                 cache.invalidate(fp)
                 raise EngineError(f"model '{self.spec.name}' | AOT package failed to load "
                                   f"({e}); the cache entry was removed, load again to rebuild") \
                     from None
+            lap("aoti_load")
+            return runner
 
     def _export_package(self, module, path: Path) -> None:
         import numpy as np

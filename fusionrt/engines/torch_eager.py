@@ -78,7 +78,8 @@ def _patch_onnx2torch_reshape() -> None:
 
 class TorchEngine(Engine):
     """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool),
-    ``autocast`` (bool). Precision ``fp16`` casts the module once with the FP32 keep-list
+    ``autocast`` (bool), ``align_channels`` (int: pad conv channels to this multiple; default 8
+    for FP16/BF16 on CUDA, 0 = off). Precision ``fp16`` casts the module once with the FP32 keep-list
     (``fusionrt.build.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
     ``bf16`` runs under autocast."""
 
@@ -95,6 +96,12 @@ class TorchEngine(Engine):
 
     # -- set-up ---------------------------------------------------------------
     def _load(self) -> None:
+        self._setup()
+        self.module = self._wrap(self._build_module())
+        self._graphs: dict[tuple, tuple] = {}
+
+    def _setup(self) -> None:
+        """Device, backend flags and the precision/layout settings ``_run`` reads."""
         torch = import_torch()
         self.torch = torch
         self.device = torch.device(self.config.device)
@@ -106,24 +113,38 @@ class TorchEngine(Engine):
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv once
-        module = load_torch_module(self.artifact)
         # FP16: weights cast once with the keep-list (norms, AdaIN statistics, output head) in
         # FP32 — fusionrt.build.keeplist; option autocast=True uses torch.autocast instead.
         self._half = self.config.precision == "fp16" and not self.config.options.get("autocast")
+        self.memory_format = (torch.channels_last if self.config.options.get("channels_last")
+                              else torch.preserve_format)
+
+    def _build_module(self):
+        """The artifact's module on the device: FP16 cast, channel padding, memory format."""
+        module = load_torch_module(self.artifact)
         if self._half:
             from ..build.fp16 import fp16_module
             module = fp16_module(module)
+        if self.align_channels():
+            from ..build.channel_pad import align_conv_channels
+            module = align_conv_channels(module, self.align_channels())
         module = module.to(self.device)
-        self.memory_format = torch.preserve_format
-        if self.config.options.get("channels_last"):
-            self.memory_format = torch.channels_last
-            module = module.to(memory_format=torch.channels_last)
-        self.module = self._wrap(module)
-        self._graphs: dict[tuple, tuple] = {}
+        if self.memory_format == self.torch.channels_last:
+            module = module.to(memory_format=self.torch.channels_last)
+        return module
 
     def _wrap(self, module):
         """Hook for torch-compile."""
         return module
+
+    def align_channels(self) -> int:
+        """Conv channel multiple to zero-pad to (``build.channel_pad``): option
+        ``align_channels``; by default 8 for FP16/BF16 on CUDA (tensor cores), else 0 (off)."""
+        o = self.config.options
+        if "align_channels" in o:
+            return int(o["align_channels"] or 0)
+        half = self.config.precision in ("fp16", "bf16")
+        return 8 if half and self.config.device.startswith("cuda") else 0
 
     def _autocast(self):
         torch = self.torch

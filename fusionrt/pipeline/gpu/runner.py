@@ -53,6 +53,7 @@ class RunnerConfig:
     # gives up the GIL at every CUDA sync or engine call and, with decoder and encoder threads
     # busy, waits up to one interval (5 ms by default) to get it back, per release.
     switch_interval_s: float | None = 0.0005
+    cores: int = 0              # CPU cores for decoder/encoder threads; 0 = this process's share
 
 
 @dataclass
@@ -67,10 +68,18 @@ class RunStats:
     high_water: dict[str, int] = field(default_factory=dict)   # largest queue sizes seen
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, containers), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def auto_encoders(width: int, height: int, cores: int | None = None) -> int:
     """One x264 stream up to 720p; at 1080p and above one per 4 cores, at most 4 (x264's own
     threads fill each encoder's share; on the 16-core H100 host 4 streams gave ~1.6x one)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     return 1 if width * height <= 1280 * 720 else max(1, min(4, cores // 4))
 
 
@@ -214,8 +223,10 @@ def swap_video(src: str | os.PathLike, dst: str | os.PathLike, swapper: Any,
 def _run_file(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fmt: str,
               swapper: Any, cfg: RunnerConfig) -> RunStats:
     a_in = inp.streams.audio[0] if inp.streams.audio else None
+    cores = cfg.cores or available_cores()
     v_in.codec_context.thread_type = "AUTO"
-    n_enc = cfg.encoders or auto_encoders(width, height)
+    v_in.codec_context.thread_count = cores
+    n_enc = cfg.encoders or auto_encoders(width, height, cores)
     options = encoder_options(cfg.crf, cfg.preset, n_enc)
     try:
         out, v_out, a_out = open_output(str(tmp), fmt, width, height, fps, v_in.time_base, a_in,
@@ -226,7 +237,7 @@ def _run_file(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fm
     stop, waits = threading.Event(), Waits()
     failure = Failure(stop)
     sink = VideoSink(out, v_out, a_out, v_in.time_base, fps, cfg.codec, options, n_enc,
-                     cfg.segment_frames, stop, failure, waits)
+                     cfg.segment_frames, stop, failure, waits, cores=cores)
     frames_q: queue.Queue = queue.Queue(maxsize=cfg.batch * cfg.queue_batches)
 
     def decode() -> None:

@@ -6,14 +6,18 @@
 #               padding, eager FP16 with padding), kernel profiles of 10 and 12; GPU 1 (or after,
 #               on one GPU) — AOT package build, then two fresh processes loading it from the
 #               engine cache (profiled); detector conformance on CUDA.
+#   aot       : only the AOT part of 'generator' (build, then two profiled loads).
 #   video     : the GPU video bench on GPU 0, pinned to 16 CPU cores (one H100's share of the
 #               2-GPU host, the same count as the 1-GPU machine).
-#   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path.
+#   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path
+#               (RAY_ENGINE: engine map, default the GPU path's; RAY_PRESET: x264 preset).
+# Python bytecode is cached in /tmp/pycache: the device's torch install is read-only, so each
+# new process (each Ray worker) otherwise recompiles ~2000 modules (~6 s, seen in a profile).
 # Outputs go to $OUT/<part>/. Full-size synthetic (random-weight) models: speed only.
 set -u
 OUT=${OUT:-/tmp/out}
-export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh}
-part=${1:?generator|video|ray}
+export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh} PYTHONPYCACHEPREFIX=/tmp/pycache
+part=${1:?generator|aot|video|ray}
 mkdir -p "$OUT/$part"
 ngpu=$(nvidia-smi -L | wc -l)
 other=$(( ngpu > 1 ? 1 : 0 ))
@@ -27,6 +31,13 @@ for name in ("arcface_w600k_r50", "inswapper_128", "simswap_256"):
         t0 = time.perf_counter(); s.synth(name, width=1.0)
         print(f"synthesized {name}: {time.perf_counter() - t0:.1f} s", flush=True)
 PY
+aot() {
+  for run in build load1 load2; do
+    timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
+      --precision fp16 --aot --profile-load "$OUT/$part/aot_$run.prof.txt" \
+      2>"$OUT/$part/aot_$run.err" | tee -a "$OUT/$part/aot.jsonl"
+  done
+}
 case $part in
 generator)
   (CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-480} python3 scripts/gpu_generator_opt.py \
@@ -34,18 +45,16 @@ generator)
      --budget-s $(( ${GEN_S:-480} - 60 )) > "$OUT/generator/steps.log" 2>&1; echo "steps rc $?") &
   gen=$!
   [ "$other" = 0 ] && wait $gen
-  export CUDA_VISIBLE_DEVICES=$other
-  for run in build load1 load2; do
-    timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
-      --precision fp16 --aot --profile-load "$OUT/generator/aot_$run.prof.txt" \
-      2>"$OUT/generator/aot_$run.err" | tee -a "$OUT/generator/aot.jsonl"
-  done
+  CUDA_VISIBLE_DEVICES=$other aot
   FUSIONRT_TEST_STORE=$FUSIONRT_HOME FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 \
-    timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_engines_conformance.py \
-    -k detector > "$OUT/generator/conformance_detector.log" 2>&1
+    CUDA_VISIBLE_DEVICES=$other timeout 200 python3 -m pytest -q -rs -p no:cacheprovider \
+    tests/test_engines_conformance.py -k detector > "$OUT/generator/conformance_detector.log" 2>&1
   tail -3 "$OUT/generator/conformance_detector.log"
   wait
   tail -5 "$OUT/generator/steps.log"
+  ;;
+aot)
+  CUDA_VISIBLE_DEVICES=$other aot
   ;;
 video)
   CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} python3 scripts/gpu_video_bench.py \
@@ -58,8 +67,8 @@ ray)
   export RAY_AUTH_MODE=disabled RAY_memory_monitor_refresh_ms=0
   timeout ${RAY_S:-500} python3 scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 \
     --cpus-per-worker 16 --gpu-path --swapper inswapper_128 --allow-synthetic --precision tf32 \
-    --preset superfast --size 1920x1080 --clips 8 --seconds 15 --fps 30 --det-size 640 \
-    --repeats 1 --out-dir "$OUT/ray" \
+    --preset "${RAY_PRESET:-superfast}" ${RAY_ENGINE:+--engine "$RAY_ENGINE"} --size 1920x1080 \
+    --clips 8 --seconds 15 --fps 30 --det-size 640 --repeats 1 --out-dir "$OUT/ray" \
     --notes "Device run: $ngpu GPU(s), one worker per GPU on the GPU video path." 2>&1 | tail -30
   ;;
 esac

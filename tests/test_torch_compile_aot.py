@@ -36,3 +36,35 @@ def test_aot_package_is_built_once_and_reused(tmp_path):
     out2 = second.run(feeds)["output"]
     assert parity.psnr(ref, out1, 1.0) >= 50.0
     np.testing.assert_array_equal(out1, out2)
+
+
+def test_gpu_package_load_skips_the_cpu_isa_probe(monkeypatch, tmp_path):
+    """AOTInductor's load compiles CPU-ISA probe programs first (36 s of a 40 s load on the
+    H100 host); CUDA packages skip it, CPU packages keep it, and the patch never outlives
+    the load."""
+    import torch
+    from torch._inductor import codecache
+
+    from fusionrt.engines.torch_compile import load_package
+    real = codecache.get_device_information
+    seen = []
+
+    def fake_load(path):
+        seen.append((path, codecache.get_device_information))
+        if codecache.get_device_information is not real:
+            return codecache.get_device_information("cuda")
+        return "cpu-path"
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", fake_load)
+    assert load_package(tmp_path / "m.pt2", "cuda") == {}
+    assert codecache.get_device_information is real
+    assert load_package(tmp_path / "m.pt2", "cpu") == "cpu-path"
+    assert seen[1][1] is real and seen[0][0] == str(tmp_path / "m.pt2")
+
+    def broken(path):
+        raise RuntimeError("bad package")
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", broken)
+    with pytest.raises(RuntimeError):
+        load_package(tmp_path / "m.pt2", "cuda")
+    assert codecache.get_device_information is real

@@ -1,10 +1,16 @@
-"""Zero-pad conv channel counts to a multiple of 8 so FP16/BF16 convs run on tensor cores.
+"""Zero-pad conv channel counts to a multiple of 8 (the torch engines' ``align_channels``).
 
-cuDNN's fast NHWC implicit-GEMM kernels want input and output channel counts that are
-multiples of 8 at 16-bit precision. Generators begin and end with 3-channel 7x7 convs at full
-resolution; on the H100 (SimSwap-256, bs16, torch.compile FP16 channels_last) those two took
-0.49 ms (3 -> 64) and 0.84 ms (64 -> 3) of a 5.8 ms run: 40 and 23 TFLOP/s, against ~750 for
-the 512-channel convs (``benchmarks/results/2026-11-25-h100-r2/generator_steps.md``).
+Why it was tried: cuDNN's fast NHWC implicit-GEMM kernels want channel counts that are
+multiples of 8 at 16-bit precision, and generators begin and end with 3-channel 7x7 convs at
+full resolution. On the H100 (SimSwap-256, bs16, torch.compile FP16 channels_last) those two
+took 0.49 ms (3 -> 64) and 0.84 ms (64 -> 3) of a 5.8 ms run, at 40 and 23 TFLOP/s against
+~770 for the 512-channel convs.
+
+What it bought, measured in the same run: nothing (2639 vs 2665 FPS compiled, 956 vs 961
+eager; ``benchmarks/results/2026-11-25-h100-r2/generator_steps.md`` steps 10/12, 6/13). The
+3 -> 8 conv got a slightly better kernel (0.40 ms), the 64 -> 8 one kept the same Triton
+template: the narrow output, not the alignment, is what makes it slow. So it is off by default;
+kept as an option because the measurement should stay reproducible.
 
 Padding is exact: extra input channels are zeros met by zero weights, extra output channels
 are computed and sliced away, so every kept output is the same sum of the same products.

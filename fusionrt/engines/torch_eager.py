@@ -78,8 +78,8 @@ def _patch_onnx2torch_reshape() -> None:
 
 class TorchEngine(Engine):
     """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool),
-    ``autocast`` (bool), ``align_channels`` (int: pad conv channels to this multiple; default 8
-    for FP16/BF16 on CUDA, 0 = off). Precision ``fp16`` casts the module once with the FP32 keep-list
+    ``autocast`` (bool), ``align_channels`` (int: zero-pad conv channels to this multiple;
+    0 = off, the default). Precision ``fp16`` casts the module once with the FP32 keep-list
     (``fusionrt.build.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
     ``bf16`` runs under autocast."""
 
@@ -138,13 +138,9 @@ class TorchEngine(Engine):
         return module
 
     def align_channels(self) -> int:
-        """Conv channel multiple to zero-pad to (``build.channel_pad``): option
-        ``align_channels``; by default 8 for FP16/BF16 on CUDA (tensor cores), else 0 (off)."""
-        o = self.config.options
-        if "align_channels" in o:
-            return int(o["align_channels"] or 0)
-        half = self.config.precision in ("fp16", "bf16")
-        return 8 if half and self.config.device.startswith("cuda") else 0
+        """Conv channel multiple to zero-pad to (``build.channel_pad``); option
+        ``align_channels``, default 0 (off: on the H100 it bought nothing, see that module)."""
+        return int(self.config.options.get("align_channels") or 0)
 
     def _autocast(self):
         torch = self.torch

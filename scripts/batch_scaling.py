@@ -149,12 +149,10 @@ def main() -> None:
     from fusionrt.batch.runner import BatchConfig, connect
     counts = [int(x) for x in args.workers.split(",")]
     if args.allow_synthetic and args.swapper != "classic":
-        from fusionrt.build.synth import synthesize
         from fusionrt.models.store import ModelStore
         store = ModelStore()
-        for name in (args.swapper, "arcface_w600k_r50"):
-            if store.installed(name) is None:
-                synthesize(name, store.synthetic_path(name), seed=0, width=1.0)
+        store.ensure_synthetic([n for n in (args.swapper, "arcface_w600k_r50")
+                                if store.installed(n) is None])
     work = Path(tempfile.mkdtemp(prefix="fusionrt-scaling-"))
     try:
         _make_clips(work / "in", args.clips, args.seconds, args.fps, args.size)

@@ -22,15 +22,8 @@ mkdir -p "$OUT/$part"
 ngpu=$(nvidia-smi -L | wc -l)
 other=$(( ngpu > 1 ? 1 : 0 ))
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/$part/gpu.txt"
-python3 - <<'PY'
-import time
-from fusionrt.models.store import ModelStore
-s = ModelStore()
-for name in ("arcface_w600k_r50", "inswapper_128", "simswap_256"):
-    if not s.synthetic_path(name).is_file():
-        t0 = time.perf_counter(); s.synth(name, width=1.0)
-        print(f"synthesized {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-PY
+python3 -c "from fusionrt.models.store import ModelStore
+print(ModelStore().ensure_synthetic(['arcface_w600k_r50', 'inswapper_128', 'simswap_256']))"
 aot() {
   for run in build load1 load2; do
     timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \

@@ -439,3 +439,31 @@ def test_native_torch_detector_in_the_gpu_path(synthetic_home, astronaut, clip_f
             outs.append((counts, b.numpy()))
     assert outs[0][0] == outs[1][0] and sum(outs[0][0]) > 0
     assert np.abs(outs[0][1].astype(int) - outs[1][1]).max() <= 2
+
+
+@pytest.mark.slow
+def test_video_bench_script_dry_run(tmp_path):
+    """scripts/gpu_video_bench.py end to end on CPU torch with tiny models: every kind of row
+    is produced with a frame rate, so the device runs cannot fail on the script itself."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FUSIONRT_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_video_bench.py"), "--device", "cpu",
+           "--model-width", "0.1", "--size", "320x240", "--seconds", "1",
+           "--baseline-seconds", "1", "--batch", "4", "--precision", "fp32", "--work",
+           str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--results-dir",
+           str(tmp_path / "res"), "--e2e", "1:ultrafast,2:ultrafast:none",
+           "--extra-precision", "", "--extra-engine", "detect=torch"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "gpu_video.json").read_text())
+    names = [r["name"] for r in res["rows"]]
+    assert names == ["compute only", "GPU only", "I/O only x264 ultrafast x1",
+                     "end to end x264 ultrafast x1", "end to end x264 ultrafast x2, GIL interval None",
+                     "baseline FaceFusion-style", "GPU only, engine detect=torch",
+                     "end to end x264 ultrafast x1, engine detect=torch"]
+    assert all(r["fps"] > 0 and r["frames"] > 0 for r in res["rows"])
+    assert res["summary"]["baseline_fps"] > 0 and "detect" in res["engines"]
+    assert (tmp_path / "res" / "gpu_video.md").read_text().startswith("# GPU video path")

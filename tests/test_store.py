@@ -298,3 +298,15 @@ def test_pull_replaces_a_corrupted_install(monkeypatch, serve):
     dest.write_bytes(b"corrupt")
     assert store.pull(NAME, url=server.url, progress=False).read_bytes() == DATA
     assert len(server.requests) == 2
+
+
+def test_ensure_synthetic_builds_only_what_is_missing(tmp_path):
+    pytest.importorskip("torch")
+    store = ModelStore(tmp_path)
+    built = store.ensure_synthetic(["arcface_w600k_r50"], width=0.05)
+    assert list(built) == ["arcface_w600k_r50"] and store.installed("arcface_w600k_r50") == "synthetic"
+    before = store.synthetic_path("arcface_w600k_r50").stat().st_mtime_ns
+    assert store.ensure_synthetic(["arcface_w600k_r50"], width=0.05) == {}
+    assert store.synthetic_path("arcface_w600k_r50").stat().st_mtime_ns == before
+    with pytest.raises(ModelError):
+        store.ensure_synthetic(["no_such_model"])

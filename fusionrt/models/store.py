@@ -321,6 +321,18 @@ class ModelStore:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(synthesize(name, out, seed=seed, width=width))
 
+    def ensure_synthetic(self, names: list[str], width: float = 1.0) -> dict[str, float]:
+        """Synthesize each of ``names`` that has no synthetic file yet; seconds per one built
+        (benchmarks and device scripts share one set of full-size models)."""
+        import time
+        built = {}
+        for name in names:
+            if not self.synthetic_path(name).is_file():
+                t0 = time.perf_counter()
+                self.synth(name, width=width)
+                built[name] = round(time.perf_counter() - t0, 1)
+        return built
+
     def _record(self, name: str, sha256: str, trusted: bool, origin: str) -> None:
         data = {"name": name, "sha256": sha256, "trusted": trusted, "origin": origin}
         atomic_write_bytes(self._record_path(name), json.dumps(data, indent=1).encode())

@@ -467,3 +467,13 @@ def test_video_bench_script_dry_run(tmp_path):
     assert all(r["fps"] > 0 and r["frames"] > 0 for r in res["rows"])
     assert res["summary"]["baseline_fps"] > 0 and "detect" in res["engines"]
     assert (tmp_path / "res" / "gpu_video.md").read_text().startswith("# GPU video path")
+
+
+def test_swap_image(swapper, grace):
+    before = grace.copy()
+    out, n = swapper.swap_image(grace)
+    assert np.array_equal(grace, before)  # the caller's array is left alone
+    assert n == 1 and out.shape == grace.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - grace).max() > 30  # a (synthetic) face was pasted
+    with pytest.raises(InputError, match="expected uint8"):
+        swapper.swap_image(grace.astype(np.float32))

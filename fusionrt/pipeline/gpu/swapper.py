@@ -138,12 +138,16 @@ class GpuSwapper:
         return engine
 
     # -- identities -----------------------------------------------------------------------------
-    def _upload_image(self, image: np.ndarray):
+    def _upload_hwc(self, image: np.ndarray):
+        """A BGR uint8 image → a new (1, H, W, 3) uint8 tensor on the device (a copy even on
+        CPU, so swapping in place never touches the caller's array); anything else refused."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"image | got {image.dtype} {image.shape}; "
                              "expected uint8 (H, W, 3) BGR")
-        t = self.torch.from_numpy(np.ascontiguousarray(image))[None].to(self.dev.device)
-        return hwc_to_nchw(t)
+        return self.torch.from_numpy(np.array(image))[None].to(self.dev.device)
+
+    def _upload_image(self, image: np.ndarray):
+        return hwc_to_nchw(self._upload_hwc(image))
 
     def _identity(self, image: np.ndarray, role: str, path: str | None) -> np.ndarray:
         with self.dev.use(self.compute):
@@ -302,10 +306,7 @@ class GpuSwapper:
 
     def swap_image(self, image: np.ndarray) -> tuple[np.ndarray, int]:
         """One BGR uint8 image through the GPU path → (swapped copy, faces swapped)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"image | got {image.dtype} {image.shape}; "
-                             "expected uint8 (H, W, 3) BGR")
-        frames = self.torch.from_numpy(np.ascontiguousarray(image))[None].to(self.dev.device)
+        frames = self._upload_hwc(image)
         counts = self.process(frames, "bgr", image.shape[0], image.shape[1])
         return frames[0].cpu().numpy(), counts[0]
 

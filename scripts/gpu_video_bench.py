@@ -179,17 +179,8 @@ def main() -> int:
     save(outs)
 
     # GPU only: frames in host memory, upload + GPU + download, nothing encoded
-    sw.timer.reset()
-    waits = Waits()
-    with GpuUtilSampler() as u:
-        t = time.perf_counter()
-        n, faces = run_batches(iter(frames), sw, lambda f, p: True, fmt="yuv420p", height=h,
-                               width=w, batch=args.batch, waits=waits)
-        sec = time.perf_counter() - t
-    row("GPU only", "pre-decoded frames in memory → upload → GPU → download; no encode", n, sec,
-        u, faces=faces, stage_ms_per_frame={k: round(v / n, 3) for k, v in
-                                            sw.timer.summary().items()},
-        waits_s={k: round(v, 3) for k, v in waits.seconds.items()})
+    gpu_only_row("GPU only", "pre-decoded frames in memory → upload → GPU → download; no encode",
+                 frames, sw, args, h, w)
     del frames
     save(outs)
 
@@ -285,6 +276,20 @@ def e2e_settings(args) -> list[tuple[int, str, float | None]]:
     return out
 
 
+def gpu_only_row(name: str, what: str, frames: list, sw, args, h: int, w: int) -> dict:
+    """Pre-decoded frames → upload → GPU → download, nothing encoded: the GPU side alone."""
+    sw.timer.reset()
+    waits = Waits()
+    with GpuUtilSampler() as u:
+        t = time.perf_counter()
+        n, faces = run_batches(iter(frames), sw, lambda f, p: True, fmt="yuv420p", height=h,
+                               width=w, batch=args.batch, waits=waits)
+        sec = time.perf_counter() - t
+    return row(name, what, n, sec, u, faces=faces,
+               stage_ms_per_frame={k: round(v / n, 3) for k, v in sw.timer.summary().items()},
+               waits_s={k: round(v, 3) for k, v in waits.seconds.items()})
+
+
 def e2e_row(name: str, what: str, clip: Path, args, swapper, rc: RunnerConfig, sw) -> dict:
     sw.timer.reset()
     with GpuUtilSampler() as u:
@@ -306,17 +311,9 @@ def extra_variant(args, source, clip: Path, h: int, w: int, label: str, **change
     with GpuSwapper(GpuConfig(**settings)) as sw:
         sw.set_source(source)
         sw.warmup(args.batch, h, w)
-        frames = decode_all(clip)
-        sw.timer.reset()
-        with GpuUtilSampler() as u:
-            t = time.perf_counter()
-            n, faces = run_batches(iter(frames), sw, lambda f, p: True, fmt="yuv420p",
-                                   height=h, width=w, batch=args.batch)
-            sec = time.perf_counter() - t
         what = "; ".join(f"{k}: {v}" for k, v in sw.describe().items())
-        row(f"GPU only, {label}", "as GPU only; " + what, n, sec, u, faces=faces,
-            stage_ms_per_frame={k: round(v / n, 3) for k, v in sw.timer.summary().items()})
-        del frames
+        gpu_only_row(f"GPU only, {label}", "as GPU only; " + what, decode_all(clip), sw, args,
+                     h, w)
         n_enc, preset, interval = e2e_settings(args)[0]
         if elapsed() < args.budget_s - 30:
             e2e_row(f"end to end x264 {preset} x{n_enc}, {label}", "as end to end; " + what,

@@ -175,3 +175,21 @@ class Engine(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec.name!r}, device={self.config.device!r}, " \
                f"precision={self.config.precision!r})"
+
+
+class EngineOwner:
+    """Mixin for a pipeline that loads engines into ``self._engines``: ``close()`` closes them
+    all, and the pipeline is a context manager that does so on exit."""
+
+    _engines: list[Engine]
+
+    def close(self) -> None:
+        for e in self._engines:
+            e.close()
+        self._engines.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

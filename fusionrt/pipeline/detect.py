@@ -63,7 +63,23 @@ class Letterbox:
     height: int
 
 
-class Detector:
+class RetinaFaceSettings:
+    """What the CPU and GPU detectors share: the engine, thresholds, input size, and the check
+    that the model takes BGR (its preprocess contract gives the mean/std each one stores)."""
+
+    def __init__(self, engine: Engine, score_threshold: float = 0.5, nms_threshold: float = 0.4,
+                 input_size: int = 640):
+        self.engine = engine
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.input_size = int(input_size)
+        self.preprocess = engine.spec.preprocess
+        if self.preprocess.channel_order != "BGR":
+            raise ValueError(f"model '{engine.spec.name}' | channel order "
+                             f"{self.preprocess.channel_order}; the detector expects BGR")
+
+
+class Detector(RetinaFaceSettings):
     """RetinaFace detector on any engine honouring the ``retinaface_mnet025`` contract.
 
     Args:
@@ -75,16 +91,9 @@ class Detector:
 
     def __init__(self, engine: Engine, score_threshold: float = 0.5, nms_threshold: float = 0.4,
                  input_size: int = 640):
-        self.engine = engine
-        self.score_threshold = float(score_threshold)
-        self.nms_threshold = float(nms_threshold)
-        self.input_size = int(input_size)
-        pre = engine.spec.preprocess
-        if pre.channel_order != "BGR":
-            raise ValueError(f"model '{engine.spec.name}' | channel order {pre.channel_order}; "
-                             "the detector expects BGR")
-        self.mean = np.asarray(pre.mean, np.float32)
-        self.std = np.asarray(pre.std, np.float32)
+        super().__init__(engine, score_threshold, nms_threshold, input_size)
+        self.mean = np.asarray(self.preprocess.mean, np.float32)
+        self.std = np.asarray(self.preprocess.std, np.float32)
 
     def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """BGR uint8 (H, W, 3) → (3, S, S) float32 input; padding is the mean (zero after

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engines.base import Engine, EngineConfig
+from ..engines.base import Engine, EngineConfig, EngineOwner
 from ..engines.registry import get_engine
 from ..errors import InputError, ModelError, NoFaceError
 from ..models.store import ModelStore
@@ -61,7 +61,7 @@ class PipelineConfig:
     allow_synthetic: bool = False
 
 
-class FaceSwapPipeline:
+class FaceSwapPipeline(EngineOwner):
     """Build the stages for ``config`` and swap faces frame by frame."""
 
     def __init__(self, config: PipelineConfig | None = None, store: ModelStore | None = None):
@@ -199,14 +199,3 @@ class FaceSwapPipeline:
         """Stage → mean milliseconds per processed frame."""
         n = max(self.frames, 1)
         return {k: v / n for k, v in self.ms.items()}
-
-    def close(self) -> None:
-        for e in self._engines:
-            e.close()
-        self._engines.clear()
-
-    def __enter__(self) -> "FaceSwapPipeline":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -99,6 +99,36 @@ def _truncated(path: str | os.PathLike, stream: Any, packets: int) -> InputError
     return None
 
 
+def demux_decode(inp: Any, v_in: Any, a_in: Any, fps: Fraction, src: str | os.PathLike,
+                 convert: Callable[[Any], Any] | None = None
+                 ) -> Iterator[tuple[str, Any, int | None]]:
+    """The file in order: ("v", frame, pts) per decoded video frame (``convert(frame)`` when
+    given, inside the decode-error handling), ("a", packet, None) per audio packet. Raw streams
+    (e.g. .h264) carry no pts: frames go on the average-rate grid.
+
+    Raises:
+        InputError: decoding failed mid-file (saying after how many frames), or the file ends
+            before the frames its index promises.
+    """
+    n = packets = 0
+    streams = [v_in] + ([a_in] if a_in is not None else [])
+    try:
+        for packet in inp.demux(streams):
+            if packet.stream is v_in:
+                packets += packet.size > 0
+                for frame in packet.decode():
+                    pts = frame.pts if frame.pts is not None else round(n / (fps * v_in.time_base))
+                    yield "v", convert(frame) if convert else frame, pts
+                    n += 1
+            elif packet.size and packet.dts is not None:
+                yield "a", packet, None
+    except FFmpegError as e:
+        raise InputError(f"video '{src}' | decode failed after {n} frames ({_why(e)}); "
+                         "expected an intact video") from None
+    if (err := _truncated(src, v_in, packets)) is not None:
+        raise err
+
+
 def _frame_rate(stream: Any, path: str | os.PathLike) -> Fraction:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
@@ -346,27 +376,11 @@ def _run(inp: Any, v_in: Any, a_in: Any, out: Any, v_out: Any, a_out: Any, frame
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=max(QUEUE_FRAMES, 2 * batch))
     encoded: queue.Queue = queue.Queue(maxsize=max(QUEUE_FRAMES, 2 * batch))
-    streams = [v_in] + ([a_in] if a_in is not None else [])
 
     def decode() -> None:
-        n = packets = 0
-        try:
-            for packet in inp.demux(streams):
-                if packet.stream is v_in:
-                    packets += packet.size > 0
-                    for frame in packet.decode():
-                        # Raw streams (e.g. .h264) carry no pts: place frames on the average-rate grid.
-                        pts = frame.pts if frame.pts is not None else round(n / (fps * v_in.time_base))
-                        if not _put(decoded, ("v", _to_bgr(frame), pts), stop):
-                            return
-                        n += 1
-                elif packet.size and packet.dts is not None and not _put(decoded, ("a", packet), stop):
-                    return
-        except FFmpegError as e:
-            raise InputError(f"video '{src}' | decode failed after {n} frames ({_why(e)}); "
-                             "expected an intact video") from None
-        if (err := _truncated(src, v_in, packets)) is not None:
-            raise err
+        for kind, item, pts in demux_decode(inp, v_in, a_in, fps, src, convert=_to_bgr):
+            if not _put(decoded, ("v", item, pts) if kind == "v" else ("a", item), stop):
+                return
         _put(decoded, _DONE, stop)
 
     def encode() -> None:

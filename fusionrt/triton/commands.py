@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EngineError, InputError
+from .server import add_server_args
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_repo)
 
     p = sub.add_parser("serve", help="serve the pipeline in a real Triton server (PyTriton)")
-    p.add_argument("--repo", type=Path, required=True)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-delay-us", type=int, default=2000)
+    add_server_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("versions", help="list a model's versions in a repository")

@@ -184,14 +184,20 @@ def serve(repo: Path, http_port: int, grpc_port: int, metrics_port: int, max_bat
         triton.serve()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fusionrt.triton.server")
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """The server's options: shared by ``fusionrt triton serve`` and this module's ``main``,
+    which that command starts in the PyTriton venv."""
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-us", type=int, default=2000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fusionrt.triton.server")
+    add_server_args(p)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serve(a.repo, a.http_port, a.grpc_port, a.metrics_port, a.max_batch, a.max_delay_us)

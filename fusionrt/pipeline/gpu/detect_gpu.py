@@ -17,7 +17,7 @@ import numpy as np
 
 from ...engines.base import Engine
 from ...errors import InputError
-from ..detect import VARIANCES, priors
+from ..detect import VARIANCES, RetinaFaceSettings, priors
 from ..types import Face
 from . import require_torch
 
@@ -121,21 +121,16 @@ class Detections:
         return out
 
 
-class GpuDetector:
+class GpuDetector(RetinaFaceSettings):
     """RetinaFace (``retinaface_mnet025`` contract) on device tensors, any engine that takes
     and returns tensors (ort-cuda via IOBinding, torch); numpy outputs (ort-cpu) are wrapped."""
 
     def __init__(self, engine: Engine, device, score_threshold: float = 0.5,
                  nms_threshold: float = 0.4, input_size: int = 640):
         torch = require_torch()
-        self.engine, self.dev = engine, device
-        self.score_threshold = float(score_threshold)
-        self.nms_threshold = float(nms_threshold)
-        self.input_size = int(input_size)
-        pre = engine.spec.preprocess
-        if pre.channel_order != "BGR":
-            raise ValueError(f"model '{engine.spec.name}' | channel order {pre.channel_order}; "
-                             "the detector expects BGR")
+        super().__init__(engine, score_threshold, nms_threshold, input_size)
+        self.dev = device
+        pre = self.preprocess
         d = device.device
         self.mean = torch.tensor(pre.mean, dtype=torch.float32, device=d).view(1, 3, 1, 1)
         self.std = torch.tensor(pre.std, dtype=torch.float32, device=d).view(1, 3, 1, 1)

@@ -14,7 +14,6 @@ copied (never re-encoded) and interleaved by time.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from fractions import Fraction
@@ -117,15 +116,14 @@ class VideoSink:
 
     def __init__(self, container: Any, v_out: Any, a_out: Any, time_base: Fraction,
                  fps: Fraction, codec: str, options: dict[str, str], encoders: int,
-                 segment_frames: int, stop: threading.Event, fail, waits: Waits,
-                 cores: int | None = None):
+                 segment_frames: int, stop: threading.Event, fail, waits: Waits, cores: int):
         self.container, self.v_out, self.a_out = container, v_out, a_out
         self.time_base, self.stop, self.fail, self.waits = time_base, stop, fail, waits
         self.segment_frames = max(1, int(segment_frames)) if encoders > 1 else 1 << 62
-        cores = cores or os.cpu_count() or 4  # x264 threads: 1.5 per core, shared by encoders
         w, h = v_out.codec_context.width, v_out.codec_context.height
         depth = self.segment_frames if encoders > 1 else 16
         self.encoders = [SegmentEncoder(i, codec, w, h, fps, time_base, options,
+                                        # x264 threads: 1.5 per core, shared by the encoders
                                         max(1, (3 * cores) // (2 * encoders)), stop, fail, waits,
                                         depth) for i in range(encoders)]
         self.audio: queue.SimpleQueue = queue.SimpleQueue()  # tiny packets; decode runs ahead

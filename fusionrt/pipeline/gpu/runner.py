@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from av.error import FFmpegError
 
-from ...errors import InputError, OutputError
-from ..video import _DONE, _close_quietly, _get, _put, _truncated, _why, prepare_transcode
+from ...errors import OutputError
+from ..video import _DONE, _close_quietly, _get, _put, _why, demux_decode, prepare_transcode
 from .encode import VideoSink, encoder_options, open_output
 from .frames import Transfer
 from .timing import Waits
@@ -241,25 +241,11 @@ def _run_file(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fm
     frames_q: queue.Queue = queue.Queue(maxsize=cfg.batch * cfg.queue_batches)
 
     def decode() -> None:
-        n = packets = 0
-        streams = [v_in] + ([a_in] if a_in is not None else [])
-        try:
-            for packet in inp.demux(streams):
-                if packet.stream is not v_in:
-                    if packet.size and packet.dts is not None:
-                        sink.put_audio(packet)
-                    continue
-                packets += packet.size > 0
-                for frame in packet.decode():
-                    pts = frame.pts if frame.pts is not None else round(n / (fps * v_in.time_base))
-                    if not _timed_put(frames_q, (frame, pts), stop, waits, "decode"):
-                        return
-                    n += 1
-        except FFmpegError as e:
-            raise InputError(f"video '{src}' | decode failed after {n} frames ({_why(e)}); "
-                             "expected an intact video") from None
-        if (err := _truncated(src, v_in, packets)) is not None:
-            raise err
+        for kind, item, pts in demux_decode(inp, v_in, a_in, fps, src):
+            if kind == "a":
+                sink.put_audio(item)
+            elif not _timed_put(frames_q, (item, pts), stop, waits, "decode"):
+                return
         _put(frames_q, _DONE, stop)
 
     def source() -> Iterator[tuple[Any, int]]:

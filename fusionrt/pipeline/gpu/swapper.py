@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ...engines.base import Engine
+from ...engines.base import Engine, EngineOwner
 from ...errors import EngineError, InputError, NoFaceError
 from ...models.store import ModelStore
 from ..embed import l2norm
@@ -80,7 +80,7 @@ class GpuConfig:
                              "expected both >= 1")
 
 
-class GpuSwapper:
+class GpuSwapper(EngineOwner):
     """Loads the engines once; ``process`` swaps faces in batches of device frames."""
 
     def __init__(self, config: GpuConfig | None = None, store: ModelStore | None = None):
@@ -312,14 +312,3 @@ class GpuSwapper:
 
     def describe(self) -> dict[str, str]:
         return dict(self.stages)
-
-    def close(self) -> None:
-        for e in self._engines:
-            e.close()
-        self._engines.clear()
-
-    def __enter__(self) -> "GpuSwapper":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -42,14 +42,12 @@ SYNTHETIC_BANNER = (
 
 
 @dataclass
-class PipelineConfig:
-    """What runs where. ``swapper="auto"``: the first neural swapper with real weights
-    installed, else ``"classic"``; synthetic weights only when named and ``allow_synthetic``."""
+class SwapSettings:
+    """The settings the per-frame pipeline and the GPU path share (same names, same meaning)."""
 
     swapper: str = "auto"
     engine: str = "ort-cpu"  # one engine, "detect=ort-cuda,swap=trt", or "auto" (measured)
     device: str = "cpu"      # where GPU engines run ("cuda", "cuda:1")
-    threads: int | None = None  # CPU threads per engine (Ray workers share a machine)
     select: str = "largest"
     similarity_threshold: float = 0.4
     score_threshold: float = 0.5
@@ -57,8 +55,16 @@ class PipelineConfig:
     det_size: int = 640
     feather: float = 0.1
     color_transfer: bool = False
-    poisson: bool = False
     allow_synthetic: bool = False
+
+
+@dataclass
+class PipelineConfig(SwapSettings):
+    """What runs where. ``swapper="auto"``: the first neural swapper with real weights
+    installed, else ``"classic"``; synthetic weights only when named and ``allow_synthetic``."""
+
+    threads: int | None = None  # CPU threads per engine (Ray workers share a machine)
+    poisson: bool = False
 
 
 class FaceSwapPipeline(EngineOwner):

@@ -20,7 +20,7 @@ from ...errors import EngineError, InputError, NoFaceError
 from ...models.store import ModelStore
 from ..embed import l2norm
 from ..hybrid import parse_engine_spec
-from ..pipeline import DETECTOR, EMBEDDER
+from ..pipeline import DETECTOR, EMBEDDER, SwapSettings
 from ..select import MODES, select_faces
 from ..swap import NeuralSwapper
 from ..types import Face
@@ -40,32 +40,22 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
 @dataclass
-class GpuConfig:
-    """Settings of the GPU path; the shared ones mean what they mean in ``PipelineConfig``."""
+class GpuConfig(SwapSettings):
+    """Settings of the GPU path; the ``SwapSettings`` ones mean what they mean in
+    ``PipelineConfig`` (on CUDA, stages left on CPU engines move to ``GPU_DEFAULTS``)."""
 
-    swapper: str = "auto"
-    engine: str = "ort-cpu"        # one engine or a per-stage map; CPU engines → GPU_DEFAULTS
     device: str = "cuda"
     precision: str = "fp32"        # generator on torch engines: fp32, tf32, fp16, bf16
     cuda_graphs: bool = True
-    select: str = "largest"
-    similarity_threshold: float = 0.4
-    score_threshold: float = 0.5
-    nms_threshold: float = 0.4
-    det_size: int = 640
-    feather: float = 0.1
-    color_transfer: bool = False
     detect_every: int = 1          # 1: detect on every frame (default)
     smoothing: float = 0.5         # landmark EMA weight at each detection when detect_every > 1
     gen_batch: int = 32            # crops per generator call
-    allow_synthetic: bool = False
     timing: bool = True            # per-stage CUDA-event times
 
     @classmethod
-    def from_pipeline(cls, config: Any, **changes: Any) -> "GpuConfig":
-        """The GPU path's settings for a CPU-path ``PipelineConfig`` (shared fields by name)."""
-        names = {f.name for f in fields(cls)}
-        shared = {f.name: getattr(config, f.name) for f in fields(config) if f.name in names}
+    def from_pipeline(cls, config: SwapSettings, **changes: Any) -> "GpuConfig":
+        """The GPU path's settings for a CPU-path ``PipelineConfig``: its ``SwapSettings``."""
+        shared = {f.name: getattr(config, f.name) for f in fields(SwapSettings)}
         return cls(**{**shared, **changes})
 
     def check(self) -> None:

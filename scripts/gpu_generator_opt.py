@@ -27,32 +27,74 @@ from fusionrt.models.store import ModelStore
 from fusionrt.pipeline.hybrid import sample_feeds
 
 # (label, engine, precision, options, artifact kind). Order = the optimisation story.
-NO_PAD = {"align_channels": 0}  # steps 1-11 as first measured: no conv channel padding
+# Steps as first measured: no conv channel padding, no layer rewrites (torch-compile's default
+# is now rewrite="auto", which step 28 measures).
+BASE = {"align_channels": 0, "rewrite": False}
+COMPILED = {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True,
+            **BASE}
 STEPS = [
     ("eager FP32 (TF32 off)", "torch", "fp32", {}, "fp32"),
     ("eager FP32 + TF32", "torch", "fp32", {"tf32": True}, "fp32"),
-    ("eager FP16 autocast", "torch", "fp16", {"autocast": True, **NO_PAD}, "fp32"),
-    ("eager FP16 cast once (keep-list FP32)", "torch", "fp16", {**NO_PAD}, "fp32"),
-    ("+ channels_last", "torch", "fp16", {"channels_last": True, **NO_PAD}, "fp32"),
-    ("+ CUDA graph", "torch", "fp16", {"channels_last": True, "cuda_graph": True, **NO_PAD},
+    ("eager FP16 autocast", "torch", "fp16", {"autocast": True, **BASE}, "fp32"),
+    ("eager FP16 cast once (keep-list FP32)", "torch", "fp16", {**BASE}, "fp32"),
+    ("+ channels_last", "torch", "fp16", {"channels_last": True, **BASE}, "fp32"),
+    ("+ CUDA graph", "torch", "fp16", {"channels_last": True, "cuda_graph": True, **BASE},
      "fp32"),
     ("ORT CUDA FP32 (IOBinding)", "ort-cuda", "fp32", {}, "fp32"),
     ("ORT CUDA FP16 graph (keep-list FP32)", "ort-cuda", "fp16", {}, "fp16"),
     ("ORT CUDA FP16 graph + CUDA graph", "ort-cuda", "fp16", {"cuda_graph": True}, "fp16"),
     ("torch.compile max-autotune-no-cudagraphs FP16 channels_last + CUDA graph",
      "torch-compile", "fp16",
-     {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True, **NO_PAD},
+     {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True, **BASE},
      "fp32"),
     ("step 10 + Inductor freezing (BN folded, weight layouts converted once)",
      "torch-compile", "fp16",
      {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True,
-      "inductor": {"freezing": True}, **NO_PAD}, "fp32"),
+      "inductor": {"freezing": True}, **BASE}, "fp32"),
     ("step 10 + conv channels zero-padded to 8 (3-channel first/last convs on tensor cores)",
      "torch-compile", "fp16",
      {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True,
-      "align_channels": 8}, "fp32"),
+      "align_channels": 8, "rewrite": False}, "fp32"),
     ("step 6 + conv channels zero-padded to 8 (eager)", "torch", "fp16",
      {"channels_last": True, "cuda_graph": True, "align_channels": 8}, "fp32"),
+    # Exact layer rewrites (fusionrt/build/generator_rewrite.py), added one at a time to step 10.
+    ("step 10 + one-pass instance norm (var_mean)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "norm"}, "fp32"),
+    ("+ upsample folded into the next conv (phase conv + pixel shuffle)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "norm,upconv"}, "fp32"),
+    ("+ 64->3 head as a wide GEMM + shifted sum", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "norm,upconv,head"}, "fp32"),
+    ("+ 3->64 stem as patches + GEMM (the first round's rewrites)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "norm,upconv,head,stem"}, "fp32"),
+    ("step 17 + Inductor freezing", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "norm,upconv,head,stem", "inductor": {"freezing": True}}, "fp32"),
+    # Second round, from the profiles of 10 and 17 (upconv borders now one line per edge).
+    ("step 10 + head GEMM + one style GEMM (18 -> 1 launches)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style"}, "fp32"),
+    ("step 19 + residual blocks hand over padded tensors", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style,respad"}, "fp32"),
+    ("step 20 + stem + upsample folded (every rewrite but norm)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style,respad,stem,upconv"}, "fp32"),
+    ("step 21 + one-pass instance norm (every rewrite)", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "all"}, "fp32"),
+    ("step 21 + Inductor freezing", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style,respad,stem,upconv", "inductor": {"freezing": True}},
+     "fp32"),
+    ("step 20 + Inductor freezing", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style,respad", "inductor": {"freezing": True}}, "fp32"),
+    # Third round, from the bs1 profile of 20: 18 instance norms cost 72 small reduction
+    # kernels (each mean split in two), 0.15 ms of 0.73.
+    ("step 20 + one-pass norm + unsplit reductions (1 kernel per norm)", "torch-compile",
+     "fp16", {**COMPILED, "rewrite": "head,style,respad,norm",
+              "inductor": {"split_reductions": False}}, "fp32"),
+    ("step 20 + unsplit reductions", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "head,style,respad", "inductor": {"split_reductions": False}},
+     "fp32"),
+    ("step 21 + one-pass norm + unsplit reductions", "torch-compile", "fp16",
+     {**COMPILED, "rewrite": "all", "inductor": {"split_reductions": False}}, "fp32"),
+    ("torch-compile's default rewrite (auto: 25's set at bs1, 21's at bs16)", "torch-compile",
+     "fp16", {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True},
+     "fp32"),
 ]
 
 # Kernel families for the profile: which part of the GPU time goes where.
@@ -86,7 +128,11 @@ def main() -> int:
     ap.add_argument("--steps", default="", help="comma-separated step numbers (default all)")
     ap.add_argument("--profile", default="",
                     help="comma-separated step numbers to profile (torch.profiler, CUDA kernels, "
-                         "largest batch, no CUDA graph so each kernel is seen)")
+                         "no CUDA graph so each kernel is seen)")
+    ap.add_argument("--profile-batches", default="",
+                    help="batch sizes to profile at (default: the largest)")
+    ap.add_argument("--batches-for", default="",
+                    help="per-step batch lists, e.g. '14=16,15=16' (steps not named: --batches)")
     a = ap.parse_args()
     import torch
     out_dir = Path(a.out)
@@ -98,6 +144,9 @@ def main() -> int:
     art32 = store.resolve(a.model, allow_synthetic=True)
     art16 = None
     batches = [int(b) for b in a.batches.split(",")]
+    step_batches = {int(k): [int(b) for b in v.split("/")] for k, v in
+                    (kv.split("=") for kv in a.batches_for.split(",") if kv)}
+    prof_batches = [int(b) for b in a.profile_batches.split(",") if b] or [max(batches)]
     timer = CudaEventTimer("cuda")
     rng = np.random.default_rng(0)
     feeds = {}
@@ -125,7 +174,7 @@ def main() -> int:
             if kind == "fp16" and art16 is None:
                 art16 = fp16_artifact(art32, out_dir.parent / "_artifacts")
             art = art16 if kind == "fp16" else art32
-            for b in batches:
+            for b in step_batches.get(i, batches):
                 cfg = EngineConfig(device="cuda", precision=prec,
                                    batch=BatchProfile(b, b, b), options=opts)
                 t0 = time.perf_counter()
@@ -144,8 +193,9 @@ def main() -> int:
                                  "psnr_vs_eager_fp32": parity.psnr(ref[b], img, 1.0)
                                  if b in ref else None,
                                  "max_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
-                if str(i) in a.profile.split(",") and b == max(batches):
-                    row["profile"] = profile(eng, feeds[b], a.runs // 3 or 1)
+                if str(i) in a.profile.split(",") and b in prof_batches:
+                    row.setdefault("profile", {})[f"bs{b}"] = profile(eng, feeds[b],
+                                                                      a.runs // 3 or 1)
                 eng.close()
                 del eng
                 torch.cuda.empty_cache()
@@ -160,7 +210,7 @@ def main() -> int:
     return 0
 
 
-def profile(eng, feeds: dict, runs: int, top: int = 15) -> dict:
+def profile(eng, feeds: dict, runs: int, top: int = 20) -> dict:
     """CUDA kernel time per run by kernel family and the top kernels, plus the wall time per
     run: their difference is time the GPU waited on the host (launch gaps)."""
     import torch
@@ -219,16 +269,18 @@ def write_markdown(result: dict, path: Path, batches: list[int]) -> None:
         err = f" ({r['error']})" if "error" in r else ""
         lines.append(f"| {r['step']} | {r['label']}{err} | " + " | ".join(cells) + " |")
     for r in result["steps"]:
-        p = r.get("profile")
-        if not p:
-            continue
-        lines += ["", f"Profile of step {r['step']} at bs{max(batches)} (no CUDA graph, "
-                      f"{p['runs']} runs): {p['kernel_ms']} ms of kernels per run, "
-                      f"{p['wall_ms_no_graph']} ms wall per run. By kind: " +
-                  ", ".join(f"{k} {v} ms" for k, v in p["by_kind_ms"].items()) + ".", "",
-                  "| kernel | ms/run | calls/run |", "|---|---:|---:|"]
-        lines += [f"| `{k['kernel']}` | {k['ms']} | {k['calls']} |" for k in p["top"]]
+        for bkey, p in (r.get("profile") or {}).items():
+            lines += _profile_lines(r["step"], bkey, p)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _profile_lines(step: int, bkey: str, p: dict) -> list[str]:
+    lines = ["", f"Profile of step {step} at {bkey} (no CUDA graph, "
+                 f"{p['runs']} runs): {p['kernel_ms']} ms of kernels per run, "
+                 f"{p['wall_ms_no_graph']} ms wall per run. By kind: " +
+             ", ".join(f"{k} {v} ms" for k, v in p["by_kind_ms"].items()) + ".", "",
+             "| kernel | ms/run | calls/run |", "|---|---:|---:|"]
+    return lines + [f"| `{k['kernel']}` | {k['ms']} | {k['calls']} |" for k in p["top"]]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The device runs behind the second H100 round of results (benchmarks/results/*-h100-r2/), one
-# part per device call. Run from the repo root after `source scripts/device_env.sh`.
+# The device runs behind the H100 rounds of results (benchmarks/results/*-h100-r2/: generator,
+# aot, video, ray; *-h100-r3/: rewrite, final), one part per device call. Run from the repo
+# root after `source scripts/device_env.sh`.
 #   generator : GPU 0 — generator steps 1, 6, 7, 10, 12, 13 at bs1 and bs16 (eager FP32, eager
 #               FP16 + graph, ORT CUDA FP32, torch.compile FP16 without / with conv channel
 #               padding, eager FP16 with padding), kernel profiles of 10 and 12; GPU 1 (or after,
@@ -9,6 +10,12 @@
 #   aot       : only the AOT part of 'generator' (build, then two profiled loads).
 #   video     : the GPU video bench on GPU 0, pinned to 16 CPU cores (one H100's share of the
 #               2-GPU host, the same count as the 1-GPU machine).
+#   rewrite   : GPU 0 — the exact layer rewrites (build/generator_rewrite.py) added one at a time
+#               to step 10 (steps 14-17; 14-16 at bs16 only), eager FP32 as the PSNR reference,
+#               kernel profiles of 10 and 17 at bs1 and bs16.
+#   final     : GPU 0 — one run for the issue-6 table: eager FP32, eager FP16 + graph, ORT CUDA
+#               FP32 (needs onnxruntime-gpu), step 10, the large-batch (21) and small-batch (25)
+#               rewrite sets, with kernel profiles of 21 and 25 (r3).
 #   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path
 #               (RAY_ENGINE: engine map, default the GPU path's; RAY_PRESET: x264 preset).
 # Python bytecode is cached in /tmp/pycache: the device's torch install is read-only, so each
@@ -17,13 +24,15 @@
 set -u
 OUT=${OUT:-/tmp/out}
 export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh} PYTHONPYCACHEPREFIX=/tmp/pycache
-part=${1:?generator|aot|video|ray}
+part=${1:?generator|aot|rewrite|final|video|ray}
 mkdir -p "$OUT/$part"
 ngpu=$(nvidia-smi -L | wc -l)
 other=$(( ngpu > 1 ? 1 : 0 ))
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/$part/gpu.txt"
+case $part in rewrite|final) models="'simswap_256'" ;;
+  *) models="'arcface_w600k_r50', 'inswapper_128', 'simswap_256'" ;; esac
 python3 -c "from fusionrt.models.store import ModelStore
-print(ModelStore().ensure_synthetic(['arcface_w600k_r50', 'inswapper_128', 'simswap_256']))"
+print(ModelStore().ensure_synthetic([$models]))"
 aot() {
   for run in build load1 load2; do
     timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
@@ -48,6 +57,20 @@ generator)
   ;;
 aot)
   CUDA_VISIBLE_DEVICES=$other aot
+  ;;
+rewrite)
+  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-560} python3 scripts/gpu_generator_opt.py \
+    --out "$OUT/rewrite" --batches 1,16 --runs 30 --steps 1,10,14,15,16,17 \
+    --batches-for 14=16,15=16,16=16 --profile 10,17 --profile-batches 1,16 \
+    --budget-s $(( ${GEN_S:-560} - 90 )) > "$OUT/rewrite/steps.log" 2>&1; echo "steps rc $?"
+  tail -12 "$OUT/rewrite/steps.log"
+  ;;
+final)
+  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-560} python3 scripts/gpu_generator_opt.py \
+    --out "$OUT/final" --batches 1,16 --runs 50 --steps ${FINAL_STEPS:-1,6,7,10,21,25} \
+    --profile 21,25 --profile-batches 1,16 \
+    --budget-s $(( ${GEN_S:-560} - 90 )) > "$OUT/final/steps.log" 2>&1; echo "steps rc $?"
+  tail -12 "$OUT/final/steps.log"
   ;;
 video)
   CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} python3 scripts/gpu_video_bench.py \

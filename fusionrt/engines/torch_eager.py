@@ -79,7 +79,8 @@ def _patch_onnx2torch_reshape() -> None:
 class TorchEngine(Engine):
     """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool),
     ``autocast`` (bool), ``align_channels`` (int: zero-pad conv channels to this multiple;
-    0 = off, the default). Precision ``fp16`` casts the module once with the FP32 keep-list
+    0 = off, the default), ``rewrite`` (exact layer rewrites, ``build.generator_rewrite``).
+    Precision ``fp16`` casts the module once with the FP32 keep-list
     (``fusionrt.build.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
     ``bf16`` runs under autocast."""
 
@@ -122,6 +123,13 @@ class TorchEngine(Engine):
     def _build_module(self):
         """The artifact's module on the device: FP16 cast, channel padding, memory format."""
         module = load_torch_module(self.artifact)
+        parts = self.rewrite_parts()
+        self.rewritten: dict[str, int] = {}
+        if parts:
+            from ..build.generator_rewrite import rewrite_generator
+            self.rewritten = rewrite_generator(module, parts)
+            log.info("%s | rewrite of '%s', layers changed per part: %s", self.name,
+                     self.spec.name, self.rewritten)
         if self._half:
             from ..build.fp16 import fp16_module
             module = fp16_module(module)
@@ -136,6 +144,25 @@ class TorchEngine(Engine):
     def _wrap(self, module):
         """Hook for torch-compile."""
         return module
+
+    def rewrite_parts(self) -> tuple[str, ...]:
+        """Exact layer rewrites to apply (``build.generator_rewrite``); option ``rewrite``:
+        True/"all", a list or comma string of parts, "auto" (``auto_rewrite``) or off."""
+        from ..build.generator_rewrite import parse_parts
+        value = self.config.options.get("rewrite", self.default_rewrite)
+        if value == "auto":
+            return self.auto_rewrite()
+        try:
+            return parse_parts(value)
+        except ValueError as e:
+            raise EngineError(f"engine '{self.name}' | option rewrite: {e}") from None
+
+    default_rewrite: object = "auto"
+
+    def auto_rewrite(self) -> tuple[str, ...]:
+        """None in eager mode: the head's shifted sum is 49 kernels without a compiler to fuse
+        them, and the rest were measured only compiled."""
+        return ()
 
     def align_channels(self) -> int:
         """Conv channel multiple to zero-pad to (``build.channel_pad``); option

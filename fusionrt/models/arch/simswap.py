@@ -92,11 +92,16 @@ class SimSwapGenerator(nn.Module):
         self.up2 = _up(c256, c128)
         self.up1 = _up(c128, c64)
         self.last_layer = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c64, 3, 7))
+        # What the blocks' styles read: the id latent itself. A hook for the compiled engines'
+        # rewrite (build.generator_rewrite, part "style"), which puts all 18 style linears here
+        # as one GEMM; no parameters, so SimSwap's checkpoints load unchanged.
+        self.style_input = nn.Identity()
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         x = self.down3(self.down2(self.down1(self.first_layer(target))))
+        latent = self.style_input(source)
         for block in self.BottleNeck:
-            x = block(x, source)
+            x = block(x, latent)
         x = self.last_layer(self.up1(self.up2(self.up3(x))))
         return x.clamp(0.0, 1.0) if self.clamp_output else x
 

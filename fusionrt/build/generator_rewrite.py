@@ -15,7 +15,7 @@ near the card's FP16 peak (1.8 ms), but the layers around them do not:
   ``conv(up(x))`` equals one 3x3 conv on the low-resolution input with 4x the output
   channels (one per output phase) and a pixel shuffle. Only the outer ring of output pixels
   differs (the conv's zero padding sits outside the upsampled image), so those rows and
-  columns are recomputed the original way from 2-pixel slabs.
+  columns are recomputed the original way, one output line each from 2-pixel slabs.
 * ``style``: every AdaIN block computes its (scale, shift) with its own small linear layer
   from the same identity latent: 18 small GEMM launches (~3 us each at bs1). They become one
   concatenated linear, run once in the generator's ``style_input`` hook; each block reads
@@ -29,10 +29,13 @@ near the card's FP16 peak (1.8 ms), but the layers around them do not:
 
 Every rewrite computes the same function (tests compare against the original module in FP32
 on CPU); only rounding differs. Patterns are matched on ``nn.Sequential`` children, so any
-module built that way (the reference SimSwap, our stand-ins) is rewritten; a module with
-none of the patterns (an onnx2torch graph) is left as is and the count says so.
+module built that way (the reference SimSwap, also when loaded from a downloaded ONNX by
+``models.arch.simswap.simswap_from_onnx``; our stand-ins) is rewritten; a module with none of
+the patterns (an onnx2torch graph) is left as is and the counts say so.
 The shifted sum is 49 slice-adds: one fused kernel under torch.compile, 49 in eager mode,
-which is why the eager engine leaves ``rewrite`` off by default.
+which is why the eager engine leaves ``rewrite`` off by default; torch-compile picks a set by
+batch size (``TorchCompileEngine.AUTO_SMALL_BATCH``). What each part bought on an H100:
+``benchmarks/results/2026-11-26-h100-r3/NOTES.md`` and the README.
 Imports torch (only the torch engines use it).
 """
 

@@ -3,7 +3,8 @@ and optional CUDA-graph replay for static shapes.
 
 The module comes from the reference architecture when the artifact carries torch weights
 (synthetic models), else from the ONNX file: into a native module where one exists (the real
-detector), through onnx2torch otherwise, so every stage runs here.
+detector, SimSwap-256), through onnx2torch otherwise or when the native loader refuses the file,
+so every stage runs here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import EngineError
+from ..errors import EngineError, ModelError
 from .base import Artifact, Engine
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ _INSTALL = "pip install 'fusionrt[torch]'  (CPU: pip install torch==2.13.0)"
 # Native modules need no onnx2torch/torchvision and trace cleanly (CUDA graphs, torch.compile).
 NATIVE_FROM_ONNX: dict[str, str] = {
     "retinaface_mnet025": "fusionrt.models.arch.retinaface:retinaface_from_onnx",
+    "simswap256": "fusionrt.models.arch.simswap:simswap_from_onnx",
 }
 
 
@@ -46,7 +48,11 @@ def load_torch_module(artifact: Artifact):
     native = NATIVE_FROM_ONNX.get(artifact.spec.arch)
     if native is not None:
         module, loader = native.split(":")
-        return getattr(importlib.import_module(module), loader)(artifact.onnx_path).eval()
+        try:
+            return getattr(importlib.import_module(module), loader)(artifact.onnx_path).eval()
+        except ModelError as e:  # another export of the same contract: the generic path
+            log.warning("model '%s' | native torch module refused (%s); converting the ONNX "
+                        "with onnx2torch instead", artifact.spec.name, e)
     try:
         import onnx
         import onnxslim

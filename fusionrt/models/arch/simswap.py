@@ -13,6 +13,9 @@ At width 1.0, measured with ``fusionrt.models.arch.profile`` at 256x256: 55.05 M
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,3 +112,165 @@ class SimSwapGenerator(nn.Module):
 def simswap256(width: float = 1.0, clamp_output: bool = False) -> SimSwapGenerator:
     """The SimSwap 224/256 generator (9 AdaIN blocks, 512-d id latent)."""
     return SimSwapGenerator(width=width, clamp_output=clamp_output)
+
+
+# -- loading an ONNX export -------------------------------------------------------------------
+
+def simswap_from_onnx(path) -> SimSwapGenerator:
+    """The native module (eval, FP32, CPU) with its weights from an ONNX export of SimSwap-256.
+
+    Why: the torch engines then run the downloaded ``simswap_256.onnx`` as this module, not as
+    an onnx2torch graph, so torch-compile's layer rewrites (``build.generator_rewrite``) apply
+    to the real weights too. Mapping: the 26 Conv nodes in graph order onto the module's 26
+    convs (shapes and attributes checked); BatchNorm nodes onto its 7 BatchNorms, or, where the
+    exporter folded them into the convs (torch's eval-mode export does), those BatchNorms become
+    identities; the 18 style linears (Gemm, or MatMul + Add) by their SimSwap names when the
+    file keeps them, else in graph order; a final Clip turns ``clamp_output`` on. Graph order
+    is an assumption, so the module is then run against ONNX Runtime on one input and refused
+    on any difference. Raises ``ModelError`` with the reason.
+    """
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from ...errors import ModelError
+
+    label = f"ONNX '{Path(path).name}'"
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # noqa: BLE001 - protobuf/IO errors have no common base
+        raise ModelError(f"{label} | cannot be read: {e}") from None
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+
+    def const(name: str, what: str) -> np.ndarray:
+        while name in alias:
+            name = alias[name]
+        if name not in consts:
+            raise ModelError(f"{label} | {what} '{name}' is computed, not stored: not a plain "
+                             "SimSwap export")
+        return np.array(consts[name], dtype=np.float32)
+
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    if not convs:
+        raise ModelError(f"{label} | has no Conv node")
+    width = const(convs[0].input[1], "weight").shape[0] / 64.0
+    gen = SimSwapGenerator(width=width, clamp_output=any(n.op_type == "Clip" for n in graph.node))
+    targets = ([gen.first_layer[1], gen.down1[0], gen.down2[0], gen.down3[0]]
+               + [c for b in gen.BottleNeck for c in (b.conv1[1], b.conv2[1])]
+               + [gen.up3[1], gen.up2[1], gen.up1[1], gen.last_layer[1]])
+    if len(convs) != len(targets):
+        raise ModelError(f"{label} | {len(convs)} Conv nodes; SimSwap-256 has {len(targets)}")
+    with torch.no_grad():
+        for i, (node, conv) in enumerate(zip(convs, targets)):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            got = (tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("pads", (0,) * 4)),
+                   attrs.get("group", 1))
+            want = (conv.stride, conv.padding * 2, conv.groups)
+            w = const(node.input[1], "weight")
+            if w.shape != tuple(conv.weight.shape) or got != want:
+                raise ModelError(f"{label} | Conv #{i} '{node.name}': weight {w.shape}, "
+                                 f"(strides, pads, group) {got}; SimSwap at width {width:g} has "
+                                 f"{tuple(conv.weight.shape)}, {want}")
+            conv.weight.copy_(torch.from_numpy(w))
+            conv.bias.copy_(torch.from_numpy(const(node.input[2], "bias")) if len(node.input) > 2
+                            else torch.zeros_like(conv.bias))
+        _load_batchnorms(gen, graph, const, label)
+        _load_styles(gen, graph, const, label)
+    gen.eval()
+    # The check that makes graph order safe to rely on: same outputs as ONNX Runtime.
+    rng = np.random.default_rng(0)
+    feeds = {"target": rng.random((1, 3, 256, 256), dtype=np.float32),
+             "source": rng.standard_normal((1, 512)).astype(np.float32)}
+    feeds["source"] /= np.linalg.norm(feeds["source"])
+    names = [i.name for i in graph.input if i.name not in consts]
+    if len(names) != 2:
+        raise ModelError(f"{label} | inputs {names}; SimSwap takes (target, source)")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        want = sess.run(None, dict(zip(names, feeds.values())))[0]
+    except Exception as e:  # noqa: BLE001 - e.g. an FP16 graph: ORT's own error types
+        raise ModelError(f"{label} | ONNX Runtime cannot run it on FP32 inputs for the check "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
+    with torch.no_grad():
+        got = gen(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if err > 1e-3 * max(1.0, float(np.abs(want).max())):
+        raise ModelError(f"{label} | the native SimSwap module differs from ONNX Runtime on the "
+                         f"same input (max |diff| {err:.3g}): not this architecture")
+    return gen
+
+
+def _load_batchnorms(gen: SimSwapGenerator, graph, const, label: str) -> None:
+    from ...errors import ModelError
+    bns = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    seqs = [(gen.first_layer, 2), (gen.down1, 1), (gen.down2, 1), (gen.down3, 1),
+            (gen.up3, 2), (gen.up2, 2), (gen.up1, 2)]
+    if not bns:  # folded into the convs by the exporter
+        for seq, i in seqs:
+            seq[i] = nn.Identity()
+        return
+    if len(bns) != len(seqs):
+        raise ModelError(f"{label} | {len(bns)} BatchNormalization nodes; SimSwap-256 has "
+                         f"{len(seqs)} (or none, folded)")
+    for node, (seq, i) in zip(bns, seqs):
+        bn = seq[i]
+        for param, name in zip((bn.weight, bn.bias, bn.running_mean, bn.running_var),
+                               node.input[1:5]):
+            v = const(name, "BatchNorm input")
+            if v.shape != tuple(param.shape):
+                raise ModelError(f"{label} | BatchNormalization '{node.name}' input {v.shape}; "
+                                 f"expected {tuple(param.shape)}")
+            param.copy_(torch.from_numpy(v))
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        bn.eps = float(eps)
+
+
+_STYLE_NAME = re.compile(r"BottleNeck\.(\d+)\.style([12])\.linear\.weight$")
+
+
+def _load_styles(gen: SimSwapGenerator, graph, const, label: str) -> None:
+    """The 18 style linears: Gemm(source, W, b) or MatMul(source, W) followed by Add(b)."""
+    from onnx import helper
+
+    from ...errors import ModelError
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    found = []  # (weight name, W [out, in], b)
+    for n in graph.node:
+        if n.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            w = const(n.input[1], "Gemm weight")
+            w = w if attrs.get("transB", 0) else w.T
+            b = const(n.input[2], "Gemm bias") if len(n.input) > 2 else np.zeros(w.shape[0])
+            found.append((n.input[1], w, b * attrs.get("beta", 1.0), attrs.get("alpha", 1.0)))
+        elif n.op_type == "MatMul" and len(consumers.get(n.output[0], ())) == 1:
+            add = consumers[n.output[0]][0]
+            if add.op_type != "Add":
+                continue
+            bias = [i for i in add.input if i != n.output[0]]
+            found.append((n.input[1], const(n.input[1], "MatMul weight").T,
+                          const(bias[0], "MatMul bias"), 1.0))
+    styles = [s for b in gen.BottleNeck for s in (b.style1, b.style2)]
+    if len(found) != len(styles):
+        raise ModelError(f"{label} | {len(found)} linear layers; SimSwap-256 has {len(styles)} "
+                         "(one per AdaIN)")
+    keys = [_STYLE_NAME.search(name) for name, *_ in found]
+    if all(keys):  # the file keeps SimSwap's names: use them, not the order
+        order = [(int(k.group(1)), int(k.group(2))) for k in keys]
+        found = [f for _, f in sorted(zip(order, found), key=lambda x: x[0])]
+    for (name, w, b, alpha), style in zip(found, styles):
+        lin = style.linear
+        if w.shape != tuple(lin.weight.shape) or b.shape != tuple(lin.bias.shape):
+            raise ModelError(f"{label} | linear '{name}' {w.shape}; expected "
+                             f"{tuple(lin.weight.shape)}")
+        lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(w * alpha, dtype=np.float32)))
+        lin.bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+

@@ -127,11 +127,11 @@ class _GateCouldNotRun(Exception):
 def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
     """FP16 conversion alone, into the bench's own folder (never where ``fusionrt build`` puts
     gated artifacts, so nothing else mistakes it for one)."""
-    from ..build.cache import file_sha256
+    from .._fs import sha256_file
     from ..build.fp16 import convert_fp16
     from ..models.store import fusionrt_home
     src = Path(base.onnx_path)
-    out = fusionrt_home() / "bench" / "artifacts" / f"{src.stem}.{file_sha256(src)[:16]}.fp16.onnx"
+    out = fusionrt_home() / "bench" / "artifacts" / f"{src.stem}.{sha256_file(src)[:16]}.fp16.onnx"
     t0 = time.perf_counter()
     if not out.is_file():
         with _quiet_converter():

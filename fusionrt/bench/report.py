@@ -100,7 +100,7 @@ def to_json(doc: dict) -> str:
 
 def write_all(doc: dict, out_dir: str | Path, png: bool = True) -> dict[str, Path]:
     """Write JSON + Markdown (+ PNG) atomically into ``out_dir``; returns the paths."""
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     from .markdown import to_markdown
     out = Path(out_dir)
     paths = {k: out / v for k, v in FILES.items()}
@@ -125,7 +125,7 @@ def write_png(doc: dict, path: str | Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     ok = [r for r in doc["rows"] if r["status"] == "ok" and r.get("fps")]
     stages = list(dict.fromkeys(r["stage"] for r in doc["rows"])) or ["(no rows)"]
     labels = list(dict.fromkeys(label(r) for r in ok))

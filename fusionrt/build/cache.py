@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .._fs import sha256_file
+from .._fs import CHUNK, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ MAGIC = b"FRTCACHE"
 FORMAT = 1
 _LEN = struct.Struct("<I")
 _MAX_HEADER = 1 << 20  # a header is a few hundred bytes; anything larger is garbage
-_CHUNK = 1 << 20
 
 
 def cache_root() -> Path:
@@ -41,8 +40,6 @@ def cache_root() -> Path:
     from ..models.store import fusionrt_home
     return fusionrt_home() / "engines"
 
-
-file_sha256 = sha256_file  # the name this module has always exported
 
 
 @dataclass(frozen=True)
@@ -91,7 +88,7 @@ class Fingerprint:
     def for_model(cls, onnx_path: Path, engine: str, precision: str, batch_profile: str,
                   builder: str = "", device_index: int = 0) -> "Fingerprint":
         """Fingerprint of ``onnx_path`` built by ``engine`` on this machine's GPU and libraries."""
-        return cls(onnx_sha256=file_sha256(Path(onnx_path)), precision=precision,
+        return cls(onnx_sha256=sha256_file(Path(onnx_path)), precision=precision,
                    batch_profile=batch_profile, engine=engine, builder=builder,
                    **runtime_fingerprint_fields(device_index))
 
@@ -191,7 +188,7 @@ class EngineCache:
             with open(path, "rb") as f:
                 meta, _ = self._read_header(f, fp, size)
                 h, chunks = hashlib.sha256(), []
-                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                for chunk in iter(lambda: f.read(CHUNK), b""):
                     h.update(chunk)
                     if want_bytes:
                         chunks.append(chunk)
@@ -218,7 +215,7 @@ class EngineCache:
         """Store ``data`` (bytes, or a file to copy) under ``fp``; atomic, replaces any old entry."""
         src = Path(data) if isinstance(data, (str, os.PathLike)) else None
         if src is not None:
-            psha, psize = file_sha256(src), src.stat().st_size
+            psha, psize = sha256_file(src), src.stat().st_size
         else:
             psha, psize = hashlib.sha256(data).hexdigest(), len(data)
         header = json.dumps({"format": FORMAT, "key": fp.key(), "fingerprint": fp.to_dict(),
@@ -234,7 +231,7 @@ class EngineCache:
                     f.write(data)
                 else:
                     with open(src, "rb") as s:
-                        for chunk in iter(lambda: s.read(_CHUNK), b""):
+                        for chunk in iter(lambda: s.read(CHUNK), b""):
                             f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())  # a crash right after replace must not leave a hole

@@ -91,7 +91,7 @@ class CalibrationSet:
     def save(self, path: Path | str) -> Path:
         """Write a compressed ``.npz`` atomically."""
         import io
-        from ..models.store import atomic_write_bytes
+        from .._fs import atomic_write_bytes
         path = Path(path)
         buf = io.BytesIO()
         arrays = {"crops": self.crops, "meta": np.array(json.dumps(

@@ -22,8 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._fs import atomic_write_bytes  # noqa: F401  (synth imports it from here)
-
+from .._fs import atomic_write_bytes
 from ..errors import EngineError, ModelError
 from ..models.spec import ModelSpec
 

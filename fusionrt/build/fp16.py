@@ -120,7 +120,7 @@ def convert_fp16(model_or_path, out_path: Path | str | None = None, *,
         raise ModelError(f"fp16 conversion | keep-list nodes left in FP16: {list(violations)[:5]}")
     report = _report(out, keep, out_path, violations)
     if out_path is not None:
-        from ..models.store import atomic_write_bytes
+        from .._fs import atomic_write_bytes
         atomic_write_bytes(Path(out_path), out.SerializeToString())
     log.info("fp16: %d nodes, %d kept FP32 %s, %d Casts", report.nodes, len(keep), report.kept,
              report.casts)

@@ -108,7 +108,7 @@ class GateReport:
 
     def write(self, stem: Path | str) -> tuple[Path, Path]:
         """``<stem>.gate.json`` and ``<stem>.gate.md``."""
-        from ..models.store import atomic_write_bytes
+        from .._fs import atomic_write_bytes
         stem = Path(stem)
         js, md = Path(f"{stem}.gate.json"), Path(f"{stem}.gate.md")
         atomic_write_bytes(js, json.dumps(self.to_dict(), indent=2, default=str).encode())

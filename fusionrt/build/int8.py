@@ -230,7 +230,7 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str,
                                           f"{options.per_channel} samples={len(feeds)}")]:
         e = q.metadata_props.add()
         e.key, e.value = k, v
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     atomic_write_bytes(out_path, q.SerializeToString())
     report = Int8Report(out_path, options.method, len(feeds), qdq_summary(q)["int8_weights"],
                         excluded)

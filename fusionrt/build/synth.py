@@ -18,7 +18,8 @@ from ..errors import ModelError
 from ..models.arch import ARCHS, build_arch, require_torch
 from ..models.spec import ModelSpec
 from ..models.zoo import get_spec
-from .export import atomic_write_bytes, export_onnx, sample_inputs
+from .._fs import atomic_write_bytes
+from .export import export_onnx, sample_inputs
 
 log = logging.getLogger(__name__)
 

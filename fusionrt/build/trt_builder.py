@@ -200,7 +200,7 @@ def _load_timing_cache(trt, config, path: Path | None):
 def _save_timing_cache(config, path: Path | None) -> None:
     if path is None:
         return
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     cache = config.get_timing_cache()
     if cache is not None:
         atomic_write_bytes(Path(path), bytes(memoryview(cache.serialize())))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .._fs import atomic_write_bytes, sha256_file  # noqa: F401  (re-exported)
+from .._fs import CHUNK, atomic_write_bytes, sha256_file
 from ..engines.base import Artifact
 from ..errors import InputError, ModelError
 from .spec import ModelSpec, TensorSpec
@@ -36,7 +36,6 @@ from .zoo import ZOO, get_spec
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 TIMEOUT_S = 60
 MIRROR_ENV = "FUSIONRT_MODEL_MIRROR"
 

@@ -170,7 +170,7 @@ def choose_engines(spec: Mapping[str, str], artifacts: Mapping[str, Artifact], d
         record[s] = asdict(choices[s])
     cached[key] = record
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     atomic_write_bytes(cache_file, json.dumps(cached, indent=1).encode())
     return choices
 

@@ -20,7 +20,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..models.store import atomic_write_bytes, fusionrt_home
+from .._fs import atomic_write_bytes
+from ..models.store import fusionrt_home
 from .metrics import Metrics
 from .runtime import IdentityRecord, IdentityStore, Runtime
 from .settings import ServeSettings

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._fs import atomic_write_bytes as write_text_bytes
 from ..errors import FusionError, InputError, ModelError
 from ..models.spec import ModelSpec
-from ..models.store import atomic_write_bytes as write_text_bytes
 from .notify import Server, parse_servers
 from .repository import MANIFEST, place_stage, stage_io, write_text
 from .versions import RELEASE_FILE, model_dir, served_version, set_policy, version_numbers

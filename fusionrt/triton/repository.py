@@ -177,7 +177,7 @@ def pipeline_model(o: RepoOptions, swapper: str) -> StageModel:
 # -- writing -----------------------------------------------------------------------------------
 
 def write_text(path: Path, text: str) -> None:
-    from ..models.store import atomic_write_bytes
+    from .._fs import atomic_write_bytes
     atomic_write_bytes(path, text.encode())
 
 

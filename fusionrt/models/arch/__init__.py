@@ -26,6 +26,28 @@ def require_torch() -> Any:
     return torch
 
 
+def read_onnx_graph(path: Any) -> tuple[Any, str, Callable[[str], str]]:
+    """(graph, label, resolve) of the ONNX file at ``path`` for the native loaders:
+    ``label`` names the file in errors, ``resolve`` follows Identity nodes back to the tensor
+    they copy (exporters put weights behind them). ``ModelError`` if it cannot be read."""
+    from pathlib import Path
+
+    import onnx
+    label = f"ONNX '{Path(path).name}'"
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # noqa: BLE001 - protobuf/IO errors have no common base
+        raise ModelError(f"{label} | cannot be read: {e}") from None
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+
+    def resolve(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    return graph, label, resolve
+
+
 def _lazy(module: str, builder: str) -> Callable[..., Any]:
     """A builder that imports its (torch-using) module only when called."""
 

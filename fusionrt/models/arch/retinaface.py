@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelError
+from . import read_onnx_graph
 
 SLOPE = 0.1  # every LeakyRelu in the graph (alpha = float32(0.1))
 ANCHORS = 2  # anchors per cell and level (Pytorch_Retinaface min_sizes pairs)
@@ -174,25 +175,14 @@ def retinaface_from_onnx(path: str | Path) -> RetinaFace:
     unused, not float32 or of the wrong shape, when a conv's attributes or a fixed op's
     attributes differ, or when a module called twice sees other inputs or weights.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    label = f"ONNX '{Path(path).name}'"
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as e:  # noqa: BLE001 - protobuf/IO errors have no common base
-        raise ModelError(f"{label} | cannot be read: {e}") from None
+    graph, label, resolve = read_onnx_graph(path)
     inits = {t.name: t for t in graph.initializer}
-    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
     module = RetinaFace()
     convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)}
     loaded: dict[str, tuple[str, list[np.ndarray]]] = {}  # conv path -> (data input, [w, b])
     used: set[str] = set()
-
-    def resolve(name: str) -> str:
-        while name in alias:
-            name = alias[name]
-        return name
 
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import scaled
+from ...errors import ModelError
+from . import read_onnx_graph, scaled
 
 
 class InstanceNorm(nn.Module):
@@ -129,28 +130,17 @@ def simswap_from_onnx(path) -> SimSwapGenerator:
     is an assumption, so the module is then run against ONNX Runtime on one input and refused
     on any difference. Raises ``ModelError`` with the reason.
     """
-    from pathlib import Path
-
-    import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    from ...errors import ModelError
-
-    label = f"ONNX '{Path(path).name}'"
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as e:  # noqa: BLE001 - protobuf/IO errors have no common base
-        raise ModelError(f"{label} | cannot be read: {e}") from None
+    graph, label, resolve = read_onnx_graph(path)
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
 
     def const(name: str, what: str) -> np.ndarray:
-        while name in alias:
-            name = alias[name]
+        name = resolve(name)
         if name not in consts:
             raise ModelError(f"{label} | {what} '{name}' is computed, not stored: not a plain "
                              "SimSwap export")
@@ -207,7 +197,6 @@ def simswap_from_onnx(path) -> SimSwapGenerator:
 
 
 def _load_batchnorms(gen: SimSwapGenerator, graph, const, label: str) -> None:
-    from ...errors import ModelError
     bns = [n for n in graph.node if n.op_type == "BatchNormalization"]
     seqs = [(gen.first_layer, 2), (gen.down1, 1), (gen.down2, 1), (gen.down3, 1),
             (gen.up3, 2), (gen.up2, 2), (gen.up1, 2)]
@@ -237,8 +226,6 @@ _STYLE_NAME = re.compile(r"BottleNeck\.(\d+)\.style([12])\.linear\.weight$")
 def _load_styles(gen: SimSwapGenerator, graph, const, label: str) -> None:
     """The 18 style linears: Gemm(source, W, b) or MatMul(source, W) followed by Add(b)."""
     from onnx import helper
-
-    from ...errors import ModelError
     consumers: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:

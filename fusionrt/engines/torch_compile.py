@@ -92,8 +92,7 @@ class TorchCompileEngine(TorchEngine):
         """The ``inductor`` option, plus, under the automatic rewrite with one-pass norms,
         ``split_reductions=False``: at bs1 each split norm was 2 kernels more (72 for 18)."""
         extra = dict(self.config.options.get("inductor") or {})
-        if (self.config.options.get("rewrite", self.default_rewrite) == "auto"
-                and getattr(self, "rewritten", {}).get("norm")):
+        if self.rewrite_option() == "auto" and getattr(self, "rewritten", {}).get("norm"):
             extra.setdefault("split_reductions", False)
         return extra
 
@@ -138,7 +137,6 @@ class TorchCompileEngine(TorchEngine):
         import time
 
         from ..build.cache import EngineCache
-        torch = import_torch()
         t = time.perf_counter()
         timing = self.aot_timing = {}
 

@@ -155,15 +155,16 @@ class TorchEngine(Engine):
         """Exact layer rewrites to apply (``build.generator_rewrite``); option ``rewrite``:
         True/"all", a list or comma string of parts, "auto" (``auto_rewrite``) or off."""
         from ..build.generator_rewrite import parse_parts
-        value = self.config.options.get("rewrite", self.default_rewrite)
-        if value == "auto":
+        if self.rewrite_option() == "auto":
             return self.auto_rewrite()
         try:
-            return parse_parts(value)
+            return parse_parts(self.rewrite_option())
         except ValueError as e:
             raise EngineError(f"engine '{self.name}' | option rewrite: {e}") from None
 
-    default_rewrite: object = "auto"
+    def rewrite_option(self):
+        """The ``rewrite`` option as given (default "auto")."""
+        return self.config.options.get("rewrite", "auto")
 
     def auto_rewrite(self) -> tuple[str, ...]:
         """None in eager mode: the head's shifted sum is 49 kernels without a compiler to fuse

@@ -16,6 +16,9 @@
 #   final     : GPU 0 — one run for the issue-6 table: eager FP32, eager FP16 + graph, ORT CUDA
 #               FP32 (needs onnxruntime-gpu), step 10, the large-batch (21) and small-batch (25)
 #               rewrite sets, with kernel profiles of 21 and 25 (r3).
+#   midbatch  : GPU 0 — the two rewrite sets (21 large-batch, 25 small-batch) at bs4 and bs8,
+#               eager FP32 as the PSNR reference: where torch-compile's rewrite="auto" should
+#               switch from 25's set to 21's (r4).
 #   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path
 #               (RAY_ENGINE: engine map, default the GPU path's; RAY_PRESET: x264 preset).
 # Python bytecode is cached in /tmp/pycache: the device's torch install is read-only, so each
@@ -24,12 +27,12 @@
 set -u
 OUT=${OUT:-/tmp/out}
 export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh} PYTHONPYCACHEPREFIX=/tmp/pycache
-part=${1:?generator|aot|rewrite|final|video|ray}
+part=${1:?generator|aot|rewrite|final|midbatch|video|ray}
 mkdir -p "$OUT/$part"
 ngpu=$(nvidia-smi -L | wc -l)
 other=$(( ngpu > 1 ? 1 : 0 ))
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/$part/gpu.txt"
-case $part in rewrite|final) models="'simswap_256'" ;;
+case $part in rewrite|final|midbatch) models="'simswap_256'" ;;
   *) models="'arcface_w600k_r50', 'inswapper_128', 'simswap_256'" ;; esac
 python3 -c "from fusionrt.models.store import ModelStore
 print(ModelStore().ensure_synthetic([$models]))"
@@ -71,6 +74,12 @@ final)
     --profile 21,25 --profile-batches 1,16 \
     --budget-s $(( ${GEN_S:-560} - 90 )) > "$OUT/final/steps.log" 2>&1; echo "steps rc $?"
   tail -12 "$OUT/final/steps.log"
+  ;;
+midbatch)
+  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-540} python3 scripts/gpu_generator_opt.py \
+    --out "$OUT/midbatch" --batches 4,8 --runs 50 --steps 1,21,25 \
+    --budget-s $(( ${GEN_S:-540} - 150 )) > "$OUT/midbatch/steps.log" 2>&1; echo "steps rc $?"
+  tail -8 "$OUT/midbatch/steps.log"
   ;;
 video)
   CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} python3 scripts/gpu_video_bench.py \

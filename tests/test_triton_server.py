@@ -155,11 +155,27 @@ def metric(text: str, name: str, model: str) -> float:
     return float(m.group(1))
 
 
+def settled_count(url: str, name: str, model: str, at_least: float = 0.0) -> tuple[float, str]:
+    """``name`` for ``model`` once /metrics has caught up. Triton's counters can lag the last
+    replies by a moment (a CI run once read 24 of 32 right after all 32 answers arrived), and
+    the pipeline of earlier tests calls fusionrt_swap too: wait until the count is at least
+    ``at_least`` and the same in two reads 0.3 s apart (10 s at most)."""
+    deadline = time.monotonic() + 10
+    last = None
+    while True:
+        text = urllib.request.urlopen(url).read().decode()
+        value = metric(text, name, model)
+        if (value == last and value >= at_least) or time.monotonic() > deadline:
+            return value, text
+        last = value
+        time.sleep(0.3)
+
+
 def test_dynamic_batching_and_metrics(server):
     c = thttp.InferenceServerClient(server["http"], concurrency=16)
     rng = np.random.default_rng(0)
-    before = urllib.request.urlopen(server["metrics"]).read().decode()
-    req0 = metric(before, "nv_inference_request_success", "fusionrt_swap")
+    req0, before = settled_count(server["metrics"], "nv_inference_request_success",
+                                 "fusionrt_swap")
     exe0 = metric(before, "nv_inference_exec_count", "fusionrt_swap")
 
     def one(i):
@@ -173,8 +189,9 @@ def test_dynamic_batching_and_metrics(server):
     futures = [one(i) for i in range(32)]
     outs = [f.get_result().as_numpy("output") for f in futures]
     assert all(o.shape == (1, 3, 128, 128) for o in outs)
-    after = urllib.request.urlopen(server["metrics"]).read().decode()
-    requests = metric(after, "nv_inference_request_success", "fusionrt_swap") - req0
+    req1, after = settled_count(server["metrics"], "nv_inference_request_success",
+                                "fusionrt_swap", at_least=req0 + 32)
+    requests = req1 - req0
     executions = metric(after, "nv_inference_exec_count", "fusionrt_swap") - exe0
     assert requests == 32
     assert executions < requests  # Triton's dynamic batcher merged requests

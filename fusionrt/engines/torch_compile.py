@@ -70,8 +70,9 @@ class TorchCompileEngine(TorchEngine):
     name = "torch-compile"
 
     # Option rewrite="auto" (the default) on CUDA, chosen by measurement: SimSwap-256 FP16 on an
-    # H100, benchmarks/results/2026-11-26-h100-r3 (generator_steps.md, steps 10/21/25; bs1 and
-    # bs16 measured, the batch-8 threshold between them is a choice). Small batches are
+    # H100, benchmarks/results/2026-11-26-h100-r3 (generator_steps.md, steps 10/21/25 at bs1
+    # and bs16; rewrite_bs4_bs8.md: the two sets level at bs4, the large one 4% ahead at bs8,
+    # hence the switch at 8). Small batches are
     # launch-bound: fewer kernels (one style GEMM, padded hand-over, one-pass norms reduced in
     # one kernel each) took bs1 from 0.97 to 0.78 ms. Large batches are bandwidth/compute-bound:
     # the GEMM head and stem and the folded upsampling took bs16 from 2609 to 3310 FPS, but cost

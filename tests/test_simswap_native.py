@@ -113,3 +113,38 @@ def test_refused_file_falls_back_to_the_generic_path(simswap_art, tmp_path, capl
     except EngineError as e:  # onnx2torch not installed: its install hint
         assert "onnx2torch" in str(e)
     assert "native torch module refused" in caplog.text
+
+
+def test_passed_check_is_cached_per_file(simswap_art, tmp_path, monkeypatch):
+    """The ONNX Runtime check runs once per file (its verdict is kept in the engine cache);
+    a file that fails it, or any other file, is checked on every load until it passes."""
+    import onnxruntime as ort
+    monkeypatch.setenv("FUSIONRT_HOME", str(tmp_path / "home"))
+    entries = tmp_path / "home" / "engines" / "native-check"
+    bad = _edit(simswap_art.onnx_path, tmp_path, _swap_two_styles_and_hide_names)
+    with pytest.raises(ModelError, match="differs from ONNX Runtime"):
+        simswap_from_onnx(bad)
+    assert not entries.exists()  # a refusal is not remembered as a pass
+    first = simswap_from_onnx(simswap_art.onnx_path)
+    assert len(list(entries.glob("*.frtc"))) == 1
+    sessions = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda *a, **k: sessions.append(a) or real(*a, **k))
+    again = simswap_from_onnx(simswap_art.onnx_path)
+    assert sessions == []  # the cached verdict: no ONNX Runtime run
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ModelError, match="differs from ONNX Runtime"):
+        simswap_from_onnx(bad)  # another file: checked, still refused
+    assert len(sessions) == 1
+
+
+def test_unwritable_cache_still_loads(simswap_art, tmp_path, monkeypatch, caplog):
+    """A home the cache cannot write to costs the check on each load, nothing else."""
+    blocker = tmp_path / "home"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("FUSIONRT_HOME", str(blocker))
+    caplog.set_level(logging.WARNING)
+    assert isinstance(simswap_from_onnx(simswap_art.onnx_path), SimSwapGenerator)
+    assert "check passed but not cached" in caplog.text

@@ -13,14 +13,21 @@ At width 1.0, measured with ``fusionrt.models.arch.profile`` at 256x256: 55.05 M
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 
 import numpy as np
 import torch
 from torch import nn
 
+from ... import __version__
+from ..._fs import sha256_file
+from ...build.cache import EngineCache, Fingerprint
 from ...errors import ModelError
 from . import read_onnx_graph, scaled
+
+log = logging.getLogger(__name__)
 
 
 class InstanceNorm(nn.Module):
@@ -128,9 +135,9 @@ def simswap_from_onnx(path) -> SimSwapGenerator:
     identities; the 18 style linears (Gemm, or MatMul + Add) by their SimSwap names when the
     file keeps them, else in graph order; a final Clip turns ``clamp_output`` on. Graph order
     is an assumption, so the module is then run against ONNX Runtime on one input and refused
-    on any difference. Raises ``ModelError`` with the reason.
+    on any difference (once per file: the passed check is cached). Raises ``ModelError`` with
+    the reason.
     """
-    import onnxruntime as ort
     from onnx import helper, numpy_helper
 
     graph, label, resolve = read_onnx_graph(path)
@@ -173,14 +180,41 @@ def simswap_from_onnx(path) -> SimSwapGenerator:
         _load_batchnorms(gen, graph, const, label)
         _load_styles(gen, graph, const, label)
     gen.eval()
-    # The check that makes graph order safe to rely on: same outputs as ONNX Runtime.
+    names = [i.name for i in graph.input if i.name not in consts]
+    if len(names) != 2:
+        raise ModelError(f"{label} | inputs {names}; SimSwap takes (target, source)")
+    _check_once(gen, path, names, label)
+    return gen
+
+
+def _check_once(gen: SimSwapGenerator, path, names: list[str], label: str) -> None:
+    """Run the ONNX Runtime check unless this file already passed it with this fusionrt, torch
+    and onnxruntime: the verdict is kept in the engine cache (engine ``native-check``, keyed by
+    the file's sha256), because the check is most of a load (~4.5 s of ~5 on 2 CPU cores)."""
+    import onnxruntime as ort
+
+    fp = Fingerprint(onnx_sha256=sha256_file(path), precision="fp32", batch_profile="1",
+                     engine="native-check", builder="simswap256", onnxruntime=ort.__version__,
+                     torch=torch.__version__, fusionrt=__version__)
+    cache = EngineCache()
+    if cache.read(fp) is not None:
+        return
+    err = _check_against_ort(gen, path, names, label)
+    try:
+        cache.put(fp, json.dumps({"max_abs_diff": err}).encode())
+    except OSError as e:  # a read-only home: the check simply runs again next time
+        log.warning("%s | check passed but not cached (%s)", label, e)
+
+
+def _check_against_ort(gen: SimSwapGenerator, path, names: list[str], label: str) -> float:
+    """The check that makes graph order safe to rely on: same outputs as ONNX Runtime on one
+    input. Returns the max abs difference; raises ``ModelError`` past 1e-3 (relative)."""
+    import onnxruntime as ort
+
     rng = np.random.default_rng(0)
     feeds = {"target": rng.random((1, 3, 256, 256), dtype=np.float32),
              "source": rng.standard_normal((1, 512)).astype(np.float32)}
     feeds["source"] /= np.linalg.norm(feeds["source"])
-    names = [i.name for i in graph.input if i.name not in consts]
-    if len(names) != 2:
-        raise ModelError(f"{label} | inputs {names}; SimSwap takes (target, source)")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         want = sess.run(None, dict(zip(names, feeds.values())))[0]
@@ -193,7 +227,7 @@ def simswap_from_onnx(path) -> SimSwapGenerator:
     if err > 1e-3 * max(1.0, float(np.abs(want).max())):
         raise ModelError(f"{label} | the native SimSwap module differs from ONNX Runtime on the "
                          f"same input (max |diff| {err:.3g}): not this architecture")
-    return gen
+    return err
 
 
 def _load_batchnorms(gen: SimSwapGenerator, graph, const, label: str) -> None:

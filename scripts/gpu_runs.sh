@@ -43,11 +43,18 @@ aot() {
       2>"$OUT/$part/aot_$run.err" | tee -a "$OUT/$part/aot.jsonl"
   done
 }
+# scripts/gpu_generator_opt.py on GPU 0 into $OUT/$part: killed after ${GEN_S:-LIMIT} s, its own
+# time budget MARGIN s less (room for the last compile and the Markdown). Args: LIMIT MARGIN ARGS…
+gen_steps() {
+  local limit=${GEN_S:-$1} margin=$2
+  shift 2
+  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/gpu_generator_opt.py \
+    --out "$OUT/$part" "$@" --budget-s $(( limit - margin )) > "$OUT/$part/steps.log" 2>&1
+  echo "steps rc $?"
+}
 case $part in
 generator)
-  (CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-480} python3 scripts/gpu_generator_opt.py \
-     --out "$OUT/generator" --batches 1,16 --runs 30 --steps 1,6,7,10,12,13 --profile 10,12 \
-     --budget-s $(( ${GEN_S:-480} - 60 )) > "$OUT/generator/steps.log" 2>&1; echo "steps rc $?") &
+  gen_steps 480 60 --batches 1,16 --runs 30 --steps 1,6,7,10,12,13 --profile 10,12 &
   gen=$!
   [ "$other" = 0 ] && wait $gen
   CUDA_VISIBLE_DEVICES=$other aot
@@ -62,23 +69,17 @@ aot)
   CUDA_VISIBLE_DEVICES=$other aot
   ;;
 rewrite)
-  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-560} python3 scripts/gpu_generator_opt.py \
-    --out "$OUT/rewrite" --batches 1,16 --runs 30 --steps 1,10,14,15,16,17 \
-    --batches-for 14=16,15=16,16=16 --profile 10,17 --profile-batches 1,16 \
-    --budget-s $(( ${GEN_S:-560} - 90 )) > "$OUT/rewrite/steps.log" 2>&1; echo "steps rc $?"
+  gen_steps 560 90 --batches 1,16 --runs 30 --steps 1,10,14,15,16,17 \
+    --batches-for 14=16,15=16,16=16 --profile 10,17 --profile-batches 1,16
   tail -12 "$OUT/rewrite/steps.log"
   ;;
 final)
-  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-560} python3 scripts/gpu_generator_opt.py \
-    --out "$OUT/final" --batches 1,16 --runs 50 --steps ${FINAL_STEPS:-1,6,7,10,21,25} \
-    --profile 21,25 --profile-batches 1,16 \
-    --budget-s $(( ${GEN_S:-560} - 90 )) > "$OUT/final/steps.log" 2>&1; echo "steps rc $?"
+  gen_steps 560 90 --batches 1,16 --runs 50 --steps "${FINAL_STEPS:-1,6,7,10,21,25}" \
+    --profile 21,25 --profile-batches 1,16
   tail -12 "$OUT/final/steps.log"
   ;;
 midbatch)
-  CUDA_VISIBLE_DEVICES=0 timeout ${GEN_S:-540} python3 scripts/gpu_generator_opt.py \
-    --out "$OUT/midbatch" --batches 4,8 --runs 50 --steps 1,21,25 \
-    --budget-s $(( ${GEN_S:-540} - 150 )) > "$OUT/midbatch/steps.log" 2>&1; echo "steps rc $?"
+  gen_steps 540 150 --batches 4,8 --runs 50 --steps 1,21,25
   tail -8 "$OUT/midbatch/steps.log"
   ;;
 video)

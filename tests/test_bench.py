@@ -11,8 +11,8 @@ import pytest
 
 from fusionrt.bench import report
 from fusionrt.bench.markdown import to_markdown
-from fusionrt.bench.runner import (CPU_DEFAULTS, CUDA_DEFAULTS, BenchConfig, BenchRunner,
-                                   with_defaults)
+from fusionrt.bench.config import CPU_DEFAULTS, CUDA_DEFAULTS, BenchConfig, with_defaults
+from fusionrt.bench.runner import BenchRunner
 from fusionrt.bench.timers import FixedTimer, PerfCounterTimer, RowKey, summarize
 from fusionrt.cli import main
 from fusionrt.engines.onnxruntime import OrtCpuEngine

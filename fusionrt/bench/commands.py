@@ -96,7 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(compare(load(a), load(b), names=(Path(a).stem, Path(b).stem)
                       if Path(a).stem != Path(b).stem else ("A", "B")))
         return 0
-    from .runner import BenchConfig, BenchRunner, with_defaults
+    from .config import BenchConfig, with_defaults
+    from .runner import BenchRunner
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise InputError(f"--device | got '{args.device}'; expected cpu, cuda or cuda:N")
     config = with_defaults(

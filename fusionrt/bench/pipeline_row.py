@@ -14,11 +14,13 @@ import numpy as np
 
 from ..errors import FusionError
 from .artifacts import Unavailable
+from .config import REFERENCE, TORCH_ENGINES, cuda_reason
 from .machine import MemoryProbe
 from .stages import SYNTHETIC_NOTE, read_images
 
 if TYPE_CHECKING:
-    from .runner import BenchConfig, BenchRunner
+    from .config import BenchConfig
+    from .runner import BenchRunner
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ def _pipeline(cfg: "BenchConfig", store, engine: str):
 
 def reference_frame(cfg: "BenchConfig", store) -> np.ndarray:
     """The output frame of the pipeline on the reference engine (ort-cpu, FP32)."""
-    from .runner import REFERENCE
     frame, source = _images(cfg)
     pipe = _pipeline(cfg, store, REFERENCE)
     try:
@@ -81,7 +82,6 @@ class _PipelineAsEngine:
 
 
 def run_pipeline_group(r: "BenchRunner", g) -> None:
-    from .runner import TORCH_ENGINES, cuda_reason
     cfg = r.cfg
     runner_engine = None
     probe = None

@@ -23,9 +23,8 @@ from ..models.store import ModelStore
 from . import artifacts
 from .artifacts import Unavailable
 from .machine import MemoryProbe, machine_info
-from .config import (BUILD_ENGINES, CPU_DEFAULTS, CUDA_DEFAULTS, PRECISIONS,  # noqa: F401
-                     REFERENCE, SCHEMA, TORCH_ENGINES, BenchConfig, cuda_reason, engine_device,
-                     fresh_dynamo, gpu_mem_figure, load_note, with_defaults)
+from .config import (BUILD_ENGINES, PRECISIONS, REFERENCE, SCHEMA, TORCH_ENGINES, BenchConfig,
+                     cuda_reason, engine_device, fresh_dynamo, gpu_mem_figure, load_note)
 from .reference import References
 from .stages import STAGES, SYNTHETIC_NOTE, read_images, slice_feeds
 from .timers import RowKey, TimingSource, default_timer, summarize

@@ -17,7 +17,7 @@ from .errors import FusionError
 COMMAND_MODULES = (
     "fusionrt.pipeline.commands",   # swap
     "fusionrt.models.commands",     # models list|pull|import|verify|path|synth
-    "fusionrt.build.commands",      # export, build, calibrate
+    "fusionrt.builders.commands",      # export, build, calibrate
     "fusionrt.bench.commands",      # bench
     "fusionrt.doctor",              # doctor
     "fusionrt.serve.commands",      # serve

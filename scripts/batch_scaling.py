@@ -145,7 +145,7 @@ def main() -> None:
     import av
     import ray
 
-    from fusionrt.bench.machine import machine_info
+    from fusionrt.runtime.machine import machine_info
     from fusionrt.batch.runner import BatchConfig, connect
     counts = [int(x) for x in args.workers.split(",")]
     if args.allow_synthetic and args.swapper != "classic":

@@ -65,10 +65,10 @@ def interleaved_latency(paths: dict[str, Path], spec, feed: dict, threads: int, 
 
 
 def bench_model(name: str, args, store, embedder) -> dict:
-    from fusionrt.build.calibrate import build_calibration_set, load_calibration
-    from fusionrt.build.gate import evaluate
-    from fusionrt.build.int8 import Int8Options, qdq_summary, quantize_int8
-    from fusionrt.build.synth import synthesize
+    from fusionrt.builders.calibrate import build_calibration_set, load_calibration
+    from fusionrt.builders.gate import evaluate
+    from fusionrt.builders.int8 import Int8Options, qdq_summary, quantize_int8
+    from fusionrt.builders.synth import synthesize
     from fusionrt.models.zoo import get_spec
     import onnx
     spec = get_spec(name)
@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["FUSIONRT_HOME"] = str(args.work)
-    from fusionrt.bench.machine import command_line, machine_info
-    from fusionrt.build.synth import synthesize
+    from fusionrt.runtime.machine import command_line, machine_info
+    from fusionrt.builders.synth import synthesize
     from fusionrt.engines.registry import get_engine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.embed import Embedder
+    from fusionrt.pipeline.host.embed import Embedder
     store = ModelStore()
     arc = store.synthetic_path("arcface_w600k_r50")
     if not arc.is_file():

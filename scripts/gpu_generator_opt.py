@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionrt.bench.timers import CudaEventTimer, RowKey, summarize
-from fusionrt.build import parity
+from fusionrt.builders import parity
 from fusionrt.engines.base import Artifact, BatchProfile, EngineConfig
 from fusionrt.engines.registry import get_engine
 from fusionrt.models.store import ModelStore
@@ -107,7 +107,7 @@ KERNEL_KINDS = [("conv/GEMM", ("conv", "gemm", "sm90", "sm80", "cutlass", "xmma"
 
 
 def fp16_artifact(art: Artifact, out_dir: Path) -> Artifact:
-    from fusionrt.build.fp16 import convert_fp16
+    from fusionrt.builders.fp16 import convert_fp16
     path = out_dir / f"{art.spec.name}.fp16.onnx"
     if not path.is_file():
         convert_fp16(art.onnx_path, path)
@@ -139,7 +139,7 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore()
     if store.installed(a.model) is None:
-        from fusionrt.build.synth import synthesize
+        from fusionrt.builders.synth import synthesize
         synthesize(a.model, store.synthetic_path(a.model), seed=0, width=1.0)
     art32 = store.resolve(a.model, allow_synthetic=True)
     art16 = None

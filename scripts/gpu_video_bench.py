@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from make_test_video import make_test_video  # noqa: E402
 
-from fusionrt.bench.machine import machine_info  # noqa: E402
-from fusionrt.pipeline.gpu.runner import RunnerConfig, run_batches, swap_video  # noqa: E402
-from fusionrt.pipeline.gpu.swapper import GpuConfig, GpuSwapper  # noqa: E402
-from fusionrt.pipeline.gpu.timing import GpuUtilSampler, Waits  # noqa: E402
+from fusionrt.runtime.machine import machine_info  # noqa: E402
+from fusionrt.pipeline.video.loop import RunnerConfig, run_batches, swap_video  # noqa: E402
+from fusionrt.pipeline.device.swapper import GpuConfig, GpuSwapper  # noqa: E402
+from fusionrt.pipeline.device.timing import GpuUtilSampler, Waits  # noqa: E402
 from fusionrt.pipeline.image_io import read_image  # noqa: E402
 
 T0 = time.perf_counter()
@@ -77,7 +77,7 @@ class NullSwapper:
 
 def setup(args) -> tuple[Path, Path]:
     os.environ.setdefault("FUSIONRT_HOME", str(Path(args.work) / "home"))
-    from fusionrt.build.synth import synthesize
+    from fusionrt.builders.synth import synthesize
     from fusionrt.models.store import ModelStore
     store = ModelStore()
     for name in ("inswapper_128", "arcface_w600k_r50"):
@@ -97,7 +97,7 @@ def setup(args) -> tuple[Path, Path]:
 
 def decode_all(clip: Path) -> list[tuple[np.ndarray, int]]:
     import av
-    from fusionrt.pipeline.gpu.frames import copy_video_frame
+    from fusionrt.pipeline.device.frames import copy_video_frame
     out = []
     with av.open(str(clip)) as c:
         s = c.streams.video[0]
@@ -201,7 +201,7 @@ def main() -> int:
 
     # parity with the baseline's per-frame CPU path, then the baseline's own speed
     from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
-    from fusionrt.pipeline.video import iter_frames, process_video
+    from fusionrt.pipeline.video.io import iter_frames, process_video
     base = FaceSwapPipeline(PipelineConfig(swapper="inswapper_128",
                                            engine="ort-cuda" if cuda else "ort-cpu",
                                            device=args.device, allow_synthetic=True))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionrt.build import parity
+from fusionrt.builders import parity
 from fusionrt.pipeline.image_io import read_image
 from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
 

@@ -55,7 +55,7 @@ def detector(tmp_path_factory):
     """The real RetinaFace detector on ort-cpu (built-in weights), loaded once."""
     from fusionrt.engines.registry import get_engine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.detect import Detector
+    from fusionrt.pipeline.host.detect import Detector
     store = ModelStore(tmp_path_factory.mktemp("det_home"))
     engine = get_engine("ort-cpu")(store.resolve("retinaface_mnet025")).load()
     yield Detector(engine)
@@ -67,7 +67,7 @@ def synthetic_store(tmp_path_factory) -> Path:
     """A store holding tiny synthetic arcface/inswapper/simswap (random weights), once per
     session. Skips without torch."""
     pytest.importorskip("torch")
-    from fusionrt.build.synth import synthesize
+    from fusionrt.builders.synth import synthesize
     from fusionrt.models.store import ModelStore
     home = tmp_path_factory.mktemp("synthetic_home")
     store = ModelStore(home)

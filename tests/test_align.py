@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fusionrt.errors import InputError
-from fusionrt.pipeline.align import (ARCFACE_TEMPLATE_112, ARCFACE_TEMPLATE_128, TEMPLATES,
+from fusionrt.pipeline.host.align import (ARCFACE_TEMPLATE_112, ARCFACE_TEMPLATE_128, TEMPLATES,
                                      estimate_matrix, estimate_similarity, get_template, invert,
                                      transform_points, warp_face)
 

@@ -20,7 +20,7 @@ import pytest
 from fusionrt.batch.jobs import PARTS_DIR, plan_job, scan_inputs
 from fusionrt.batch.segments import cut_segment, plan_segments, scan_keyframes, stitch
 from fusionrt.errors import EngineError, InputError, OutputError
-from fusionrt.pipeline.video import probe
+from fusionrt.pipeline.video.io import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "examples" / "grace_hopper.jpg"
@@ -151,7 +151,7 @@ def test_cli_rejects_zero_workers(tmp_path):
 @pytest.mark.slow
 def test_segments_stitch_equals_whole_video(clips, tmp_path):
     from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
-    from fusionrt.pipeline.video import process_video
+    from fusionrt.pipeline.video.io import process_video
     src = clips / "long" / "talk.mp4"
     keys = scan_keyframes(src)
     segs = plan_segments(keys, 1.0)

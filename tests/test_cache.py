@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from fusionrt.build import cache as cache_mod
-from fusionrt.build.cache import MAGIC, EngineCache, Fingerprint, cache_root
+from fusionrt.runtime import cache as cache_mod
+from fusionrt.runtime.cache import MAGIC, EngineCache, Fingerprint, cache_root
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +97,7 @@ def test_bad_entry_detected_deleted_rebuilt(case, fp, cache, caplog):
     damage, words = _corrupt_cases()[case]
     path = cache.put(fp, PAYLOAD)
     damage(path)
-    with caplog.at_level(logging.WARNING, logger="fusionrt.build.cache"):
+    with caplog.at_level(logging.WARNING, logger="fusionrt.runtime.cache"):
         assert cache.get(fp) is None
     assert words in caplog.text and "rebuilt" in caplog.text
     assert not path.exists()
@@ -114,7 +114,7 @@ def test_stale_fingerprint_is_rebuilt(fp, cache, caplog):
     """An entry built with another TensorRT version sits at the same path; it must not load."""
     path = cache.put(fp, PAYLOAD)
     upgraded = dataclasses.replace(fp, tensorrt="10.14.0")
-    with caplog.at_level(logging.WARNING, logger="fusionrt.build.cache"):
+    with caplog.at_level(logging.WARNING, logger="fusionrt.runtime.cache"):
         assert cache.get(upgraded) is None
     assert "stale fingerprint" in caplog.text and "10.13.0" in caplog.text
     assert not path.exists()
@@ -130,7 +130,7 @@ def test_foreign_entry_at_path_is_rejected(fp, cache, caplog):
     src = cache.put(other, PAYLOAD)
     dst = cache.path_for(fp)
     dst.write_bytes(src.read_bytes())
-    with caplog.at_level(logging.WARNING, logger="fusionrt.build.cache"):
+    with caplog.at_level(logging.WARNING, logger="fusionrt.runtime.cache"):
         assert cache.get(fp) is None
     assert "onnx_sha256" in caplog.text and not dst.exists()
 

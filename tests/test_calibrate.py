@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fusionrt.build.calibrate import (CalibrationSet, augment, build_calibration_set,
+from fusionrt.builders.calibrate import (CalibrationSet, augment, build_calibration_set,
                                       load_calibration)
 from fusionrt.errors import InputError, NoFaceError
 

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from fusionrt.build.channel_pad import ChannelPaddedConv, align_conv_channels  # noqa: E402
+from fusionrt.builders.channel_pad import ChannelPaddedConv, align_conv_channels  # noqa: E402
 from fusionrt.engines.base import EngineConfig  # noqa: E402
 from fusionrt.engines.registry import get_engine  # noqa: E402
 

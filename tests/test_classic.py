@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fusionrt.pipeline.align import invert
-from fusionrt.pipeline.classic import ClassicSwapper, face_oval_mask
-from fusionrt.pipeline.paste import paste_back
-from fusionrt.pipeline.swap import SourceIdentity, Swapper
+from fusionrt.pipeline.host.align import invert
+from fusionrt.pipeline.host.classic import ClassicSwapper, face_oval_mask
+from fusionrt.pipeline.host.paste import paste_back
+from fusionrt.pipeline.host.swap import SourceIdentity, Swapper
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_result_is_still_one_face_in_place(swapped, detector):
 def test_colour_matched_to_target(swapped, grace, detector, astronaut):
     # LAB mean inside the oval follows the target's skin, not the source's
     _, res, _ = swapped
-    from fusionrt.pipeline.align import warp_face
+    from fusionrt.pipeline.host.align import warp_face
     target_crop = warp_face(grace, detector.detect(grace)[0].landmarks, "ffhq_512", 256)[0]
     src_crop = warp_face(astronaut, detector.detect(astronaut)[0].landmarks, "ffhq_512", 256)[0]
     sel = res.mask > 0.5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fusionrt.errors import InputError
-from fusionrt.pipeline.detect import Detector, priors
+from fusionrt.pipeline.host.detect import Detector, priors
 
 # Checked by eye on box + landmark overlays (one box around each face, landmarks on the eyes,
 # nose tip and mouth corners); tolerance 4 px.

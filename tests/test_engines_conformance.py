@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from fusionrt.build import parity
+from fusionrt.builders import parity
 from fusionrt.engines.base import EngineConfig
 from fusionrt.engines.registry import engine_names, get_engine
 from fusionrt.pipeline.hybrid import sample_feeds
@@ -48,7 +48,7 @@ def _host(outs):
 @pytest.fixture(scope="session")
 def synth_models(tmp_path_factory):
     pytest.importorskip("torch")
-    from fusionrt.build.synth import synthesize
+    from fusionrt.builders.synth import synthesize
     from fusionrt.models.store import ModelStore
     # FUSIONRT_TEST_STORE: reuse a store that already holds synthetic models of this width
     # (the GPU run synthesizes the full-size models once and shares them between scripts).
@@ -87,7 +87,7 @@ def test_detector_boxes_match_fp32_reference(engine, grace, tmp_path, monkeypatc
     cls = _engine_or_skip(engine)
     monkeypatch.setenv("FUSIONRT_HOME", str(tmp_path))
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.detect import Detector
+    from fusionrt.pipeline.host.detect import Detector
     art = ModelStore().resolve("retinaface_mnet025")
     with get_engine("ort-cpu")(art) as ref_eng:
         ref = Detector(ref_eng).detect(grace)

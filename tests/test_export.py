@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from fusionrt.build.export import export_onnx, parity, sample_inputs  # noqa: E402
-from fusionrt.build.synth import load_reference, synthesize  # noqa: E402
+from fusionrt.builders.export import export_onnx, parity, sample_inputs  # noqa: E402
+from fusionrt.builders.synth import load_reference, synthesize  # noqa: E402
 from fusionrt.models.arch import build_arch  # noqa: E402
 
 W = 0.125
@@ -154,7 +154,7 @@ def test_parity_failure_raises(tmp_path):
 def test_without_onnxslim_exports_unsimplified(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxslim", None)
     spec = get_spec("arcface_w600k_r50")
-    with caplog.at_level("INFO", logger="fusionrt.build.export"):
+    with caplog.at_level("INFO", logger="fusionrt.builders.export"):
         report = export_onnx(build_arch(spec.arch, W), spec, tmp_path / "m.onnx")
     assert not report.simplified and report.cosine >= 0.9999
     assert "onnxslim not installed" in caplog.text
@@ -217,7 +217,7 @@ def test_rename_io_moves_a_clashing_internal_name_aside():
     """ArcFace's output is called "683": a traced graph may already use that name inside."""
     from onnx import TensorProto, helper
 
-    from fusionrt.build.export import _rename_io
+    from fusionrt.builders.export import _rename_io
     node = helper.make_node
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(

@@ -8,8 +8,8 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from fusionrt.build.fp16 import FLOAT, FLOAT16, convert_fp16, keep_list_violations, value_types  # noqa: E402
-from fusionrt.build.keeplist import NORM_STATISTICS, OUTPUT_HEAD, fp32_nodes, name_nodes  # noqa: E402
+from fusionrt.builders.fp16 import FLOAT, FLOAT16, convert_fp16, keep_list_violations, value_types  # noqa: E402
+from fusionrt.builders.keeplist import NORM_STATISTICS, OUTPUT_HEAD, fp32_nodes, name_nodes  # noqa: E402
 from fusionrt.errors import ModelError  # noqa: E402
 
 
@@ -128,9 +128,9 @@ def test_unreadable_model_is_a_clear_error(tmp_path):
 
 def test_fp16_module_keeps_norms_fp32_and_matches(synthetic_home):
     torch = pytest.importorskip("torch")
-    from fusionrt.build.export import sample_inputs
-    from fusionrt.build.fp16 import fp16_module
-    from fusionrt.build.synth import load_reference
+    from fusionrt.builders.export import sample_inputs
+    from fusionrt.builders.fp16 import fp16_module
+    from fusionrt.builders.synth import load_reference
     from fusionrt.models.zoo import get_spec
     ref = load_reference("simswap_256")
     half = fp16_module(load_reference("simswap_256"))

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fusionrt.build.calibrate import CalibrationSet  # noqa: E402
-from fusionrt.build.gate import (GateReport, evaluate, refusal, thresholds_for)  # noqa: E402
-from fusionrt.build.parity import Parity  # noqa: E402
+from fusionrt.builders.calibrate import CalibrationSet  # noqa: E402
+from fusionrt.builders.gate import (GateReport, evaluate, refusal, thresholds_for)  # noqa: E402
+from fusionrt.builders.parity import Parity  # noqa: E402
 from fusionrt.errors import InputError, ModelError  # noqa: E402
 from fusionrt.models.zoo import get_spec  # noqa: E402
 
@@ -37,7 +37,7 @@ class LoudNorm(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def loud(tmp_path_factory):
-    from fusionrt.build.export import export_onnx
+    from fusionrt.builders.export import export_onnx
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("loud") / "loud.onnx"
     export_onnx(LoudNorm(), get_spec("inswapper_128"), path)
@@ -48,7 +48,7 @@ def loud(tmp_path_factory):
 def arcface(synthetic_home):
     from fusionrt.engines.registry import get_engine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.embed import Embedder
+    from fusionrt.pipeline.host.embed import Embedder
     art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=True)
     with get_engine("ort-cpu")(art) as eng:
         yield Embedder(eng)
@@ -70,7 +70,7 @@ def _face_feeds(n=2, seed=0):
 
 
 def test_fp16_with_keep_list_passes_and_fp16_norms_are_refused(loud, arcface, tmp_path):
-    from fusionrt.build.fp16 import convert_fp16
+    from fusionrt.builders.fp16 import convert_fp16
     spec = get_spec("inswapper_128")
     good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
     convert_fp16(loud, good)
@@ -85,7 +85,7 @@ def test_fp16_with_keep_list_passes_and_fp16_norms_are_refused(loud, arcface, tm
 
 
 def test_int8_from_all_black_calibration_is_refused(synthetic_home, arcface, tmp_path):
-    from fusionrt.build.int8 import quantize_int8
+    from fusionrt.builders.int8 import quantize_int8
     from fusionrt.models.store import ModelStore
     spec = get_spec("inswapper_128")
     src = ModelStore().synthetic_path("inswapper_128")
@@ -105,7 +105,7 @@ def test_int8_from_all_black_calibration_is_refused(synthetic_home, arcface, tmp
 
 
 def test_missing_arcface_fails_the_id_figure(loud, tmp_path):
-    from fusionrt.build.fp16 import convert_fp16
+    from fusionrt.builders.fp16 import convert_fp16
     convert_fp16(loud, tmp_path / "good.onnx")
     rep = evaluate(get_spec("inswapper_128"), loud, tmp_path / "good.onnx", "fp16",
                    _face_feeds(1))
@@ -157,7 +157,7 @@ def test_build_cli_fp16_report_and_int8_refusal(synthetic_home, tmp_path, capsys
 
 
 def test_build_int8_needs_calibration(synthetic_home):
-    from fusionrt.build.commands import build_artifact
+    from fusionrt.builders.commands import build_artifact
     with pytest.raises(InputError, match="needs --calibration"):
         build_artifact("arcface_w600k_r50", "int8", allow_synthetic=True)
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from fusionrt.build.generator_rewrite import (PARTS, InstanceNormVarMean, PatchConv,  # noqa: E402
+from fusionrt.builders.generator_rewrite import (PARTS, InstanceNormVarMean, PatchConv,  # noqa: E402
                                               ShiftSumConv, UpsampleConv, parse_parts,
                                               rewrite_generator)
 from fusionrt.engines.base import BatchProfile, EngineConfig  # noqa: E402
@@ -124,7 +124,7 @@ def test_parse_parts():
 
 
 def test_fp16_keeps_the_one_pass_norm_in_fp32(simswap, face_batch):
-    from fusionrt.build.fp16 import fp16_module
+    from fusionrt.builders.fp16 import fp16_module
     net = copy.deepcopy(simswap)
     rewrite_generator(net, "norm,head")
     half = fp16_module(net)

@@ -24,17 +24,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fusionrt.errors import InputError, ModelError, NoFaceError  # noqa: E402
-from fusionrt.pipeline.align import estimate_similarity, get_template, warp_face  # noqa: E402
-from fusionrt.pipeline.gpu import detect_gpu, frames as gf  # noqa: E402
-from fusionrt.pipeline.gpu.paste_gpu import bgr_to_lab, paste_faces  # noqa: E402
-from fusionrt.pipeline.gpu.runner import RunnerConfig, run_batches, swap_video  # noqa: E402
-from fusionrt.pipeline.gpu.swapper import GpuConfig, GpuSwapper  # noqa: E402
-from fusionrt.pipeline.gpu.track import LandmarkTracker  # noqa: E402
-from fusionrt.pipeline.gpu.warp_gpu import crop_faces, similarity_batch  # noqa: E402
-from fusionrt.pipeline.paste import box_mask, paste_back  # noqa: E402
+from fusionrt.pipeline.host.align import estimate_similarity, get_template, warp_face  # noqa: E402
+from fusionrt.pipeline.device import frames as gf  # noqa: E402
+from fusionrt.pipeline.device import detect as detect_gpu  # noqa: E402
+from fusionrt.pipeline.device.paste import bgr_to_lab, paste_faces  # noqa: E402
+from fusionrt.pipeline.video.loop import RunnerConfig, run_batches, swap_video  # noqa: E402
+from fusionrt.pipeline.device.swapper import GpuConfig, GpuSwapper  # noqa: E402
+from fusionrt.pipeline.device.track import LandmarkTracker  # noqa: E402
+from fusionrt.pipeline.device.warp import crop_faces, similarity_batch  # noqa: E402
+from fusionrt.pipeline.host.paste import box_mask, paste_back  # noqa: E402
 from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig  # noqa: E402
 from fusionrt.pipeline.types import Face  # noqa: E402
-from fusionrt.pipeline.video import iter_frames, probe  # noqa: E402
+from fusionrt.pipeline.video.io import iter_frames, probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, FPS, SECONDS = (320, 240), 25, 1.2
@@ -169,7 +170,7 @@ def test_torch_nms_matches_opencv():
 def test_gpu_detector_matches_cpu_detector(detector, astronaut, size):
     img = cv2.resize(astronaut, size, interpolation=cv2.INTER_LINEAR)
     want = detector.detect(img)
-    from fusionrt.pipeline.gpu.frames import Device
+    from fusionrt.pipeline.device.frames import Device
     gpu = detect_gpu.GpuDetector(detector.engine, Device("cpu"), input_size=640)
     got = gpu.detect(torch.cat([_nchw(img), _nchw(img)])).faces(2)
     assert len(got[0]) == len(got[1]) == len(want) >= 1
@@ -307,7 +308,7 @@ def test_runner_batches_in_order_with_bounded_queues():
         got.append((int(frame[0, 0, 0]), pts))
         return True
 
-    from fusionrt.pipeline.gpu.timing import Waits
+    from fusionrt.pipeline.device.timing import Waits
     waits, fake = Waits(), FakeSwapper()
     n, faces = run_batches(source(), fake, emit, fmt="bgr", height=4, width=4, batch=8,
                            queue_batches=2, waits=waits)
@@ -383,7 +384,7 @@ def _args(*argv) -> argparse.Namespace:
 
 @pytest.mark.slow
 def test_run_gpu_video_command(synthetic_home, astronaut_path, clip, tmp_path, capsys):
-    from fusionrt.pipeline.gpu.cli import run_gpu_video
+    from fusionrt.pipeline.device.cli import run_gpu_video
     out = tmp_path / "o.mp4"
     args = _args("-s", astronaut_path, "-t", clip, "-o", out, "--device", "cpu", "--swapper",
                  "inswapper_128", "--allow-synthetic", "--batch", "8", "--explain")
@@ -394,7 +395,7 @@ def test_run_gpu_video_command(synthetic_home, astronaut_path, clip, tmp_path, c
 
 
 def test_run_gpu_video_refuses_bad_flags(astronaut_path, clip, tmp_path):
-    from fusionrt.pipeline.gpu.cli import run_gpu_video
+    from fusionrt.pipeline.device.cli import run_gpu_video
     base = ("-s", astronaut_path, "-t", clip, "-o", tmp_path / "o.mp4", "--device", "cpu")
     with pytest.raises(InputError, match=r"--poisson \| runs on the CPU path only"):
         run_gpu_video(_args(*base, "--poisson"))
@@ -411,7 +412,7 @@ def test_gpu_defaults_per_stage(synthetic_home, monkeypatch):
     when it has torch weights; the generator on torch when it has torch weights."""
     from fusionrt.engines.onnxruntime import OrtCudaEngine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.gpu.engines_gpu import engine_name
+    from fusionrt.pipeline.device.engines_gpu import engine_name
     store = ModelStore()
     det = store.resolve("retinaface_mnet025")
     emb = store.resolve("arcface_w600k_r50", allow_synthetic=True)

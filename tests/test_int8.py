@@ -8,9 +8,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from fusionrt.build.int8 import (Int8Options, dq_fed, qdq_summary, quantize_int8,  # noqa: E402
+from fusionrt.builders.int8 import (Int8Options, dq_fed, qdq_summary, quantize_int8,  # noqa: E402
                                  quantized_nodes)
-from fusionrt.build.keeplist import last_convs  # noqa: E402
+from fusionrt.builders.keeplist import last_convs  # noqa: E402
 from fusionrt.errors import InputError  # noqa: E402
 from fusionrt.models.zoo import get_spec  # noqa: E402
 
@@ -21,7 +21,7 @@ def ins_set(tmp_path_factory, detector, synthetic_store):
     import os
     import shutil
     from conftest import ASTRONAUT, GRACE_HOPPER
-    from fusionrt.build.calibrate import build_calibration_set
+    from fusionrt.builders.calibrate import build_calibration_set
     from fusionrt.models.store import ModelStore
     d = tmp_path_factory.mktemp("photos")
     shutil.copy(ASTRONAUT, d)
@@ -74,7 +74,7 @@ def test_qdq_only_where_intended(synthetic_home, ins_set, tmp_path):
 
 
 def test_embedder_quantizes_its_convs(synthetic_home, tmp_path):
-    from fusionrt.build.export import sample_inputs
+    from fusionrt.builders.export import sample_inputs
     from fusionrt.models.store import ModelStore
     spec = get_spec("arcface_w600k_r50")
     src = ModelStore().synthetic_path("arcface_w600k_r50")
@@ -107,7 +107,7 @@ def test_bad_method():
 def test_activation_zero_points(synthetic_home, tmp_path, act, dtype):
     """s8: every activation zero point is int8 0 (what TensorRT accepts); u8: uint8 (ORT CPU)."""
     from onnx import numpy_helper
-    from fusionrt.build.export import sample_inputs
+    from fusionrt.builders.export import sample_inputs
     from fusionrt.models.store import ModelStore
     spec = get_spec("arcface_w600k_r50")
     out = tmp_path / f"arc.{act}.onnx"

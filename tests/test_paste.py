@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fusionrt.pipeline.align import invert, warp_face
-from fusionrt.pipeline.paste import box_mask, color_transfer_lab, feather_mask, paste_back
+from fusionrt.pipeline.host.align import invert, warp_face
+from fusionrt.pipeline.host.paste import box_mask, color_transfer_lab, feather_mask, paste_back
 
 
 def _frame_alpha(frame, mask, m):

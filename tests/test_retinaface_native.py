@@ -11,11 +11,11 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from fusionrt.build import parity
+from fusionrt.builders import parity
 from fusionrt.engines.base import EngineConfig
 from fusionrt.engines.registry import get_engine
 from fusionrt.errors import ModelError
-from fusionrt.pipeline.detect import Detector
+from fusionrt.pipeline.host.detect import Detector
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

@@ -249,7 +249,7 @@ def _wait_job(c, job_id: str, timeout: float = 60) -> dict:
 
 @pytest.mark.slow
 def test_video_job_runs_and_result_is_a_video(client, clip, identity, tmp_path):
-    from fusionrt.pipeline.video import probe
+    from fusionrt.pipeline.video.io import probe
     r = client.post("/v1/jobs", files={"video": ("c.mp4", clip.read_bytes())},
                     data={"identity_id": identity})
     assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
@@ -307,7 +307,7 @@ def test_result_of_failed_job_is_409(client, identity, monkeypatch):
     jid, folder = jobs.new_folder()
     (folder / "input.mp4").write_bytes(b"")  # never opened: the frame function fails first
     rec = client.app.state.identities.get(identity)
-    monkeypatch.setattr("fusionrt.pipeline.video.process_video",
+    monkeypatch.setattr("fusionrt.pipeline.video.io.process_video",
                         lambda src, dst, fn, **kw: fn([np.zeros((8, 8, 3), np.uint8)]))
     jobs.submit(jid, folder, "input.mp4", rec, 1)
     assert _wait_job(client, jid)["error"] == "frame processing broke"

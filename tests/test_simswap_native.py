@@ -36,7 +36,7 @@ def _feeds(art, grace):
 def test_native_module_matches_the_reference_weights(simswap_art, grace):
     """The export folded every BatchNorm into its conv; the loader maps the rest by graph
     order and names, and the result computes what the reference weights compute."""
-    from fusionrt.build.synth import load_reference
+    from fusionrt.builders.synth import load_reference
     net = simswap_from_onnx(simswap_art.onnx_path)
     assert isinstance(net, SimSwapGenerator) and net.clamp_output
     assert isinstance(net.first_layer[2], torch.nn.Identity)  # folded BatchNorm
@@ -50,7 +50,7 @@ def test_native_module_matches_the_reference_weights(simswap_art, grace):
 def test_onnx_only_artifact_loads_natively_and_gets_rewritten(simswap_art):
     """A downloaded ONNX (no torch weights) becomes the native module, so the compiled
     engine's rewrites reach real weights."""
-    from fusionrt.build.generator_rewrite import rewrite_generator
+    from fusionrt.builders.generator_rewrite import rewrite_generator
     onnx_only = Artifact(simswap_art.spec, simswap_art.onnx_path, None)
     net = load_torch_module(onnx_only)
     assert isinstance(net, SimSwapGenerator)

@@ -275,7 +275,7 @@ def test_verify_all_reports_missing_and_builtin():
 
 
 def test_synth_delegates_to_build_synth(monkeypatch):
-    synth = pytest.importorskip("fusionrt.build.synth")
+    synth = pytest.importorskip("fusionrt.builders.synth")
     calls = []
 
     def fake(name, out_path, seed=0, width=1.0):

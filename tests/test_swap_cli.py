@@ -132,8 +132,8 @@ def test_neural_swapper_contracts(synthetic_home, astronaut, grace, detector):
     torch = pytest.importorskip("torch")
     from fusionrt.engines.registry import get_engine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.align import warp_face
-    from fusionrt.pipeline.swap import NeuralSwapper, read_emap
+    from fusionrt.pipeline.host.align import warp_face
+    from fusionrt.pipeline.host.swap import NeuralSwapper, read_emap
     store = ModelStore()
     art = store.resolve("inswapper_128", allow_synthetic=True)
     buf = torch.load(art.weights_path, map_location="cpu")["state_dict"]["emap"].numpy()

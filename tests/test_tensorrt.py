@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fusionrt.build.trt_builder import (TrtBuildConfig, build_engine, format_parser_errors,
+from fusionrt.builders.trt_builder import (TrtBuildConfig, build_engine, format_parser_errors,
                                         input_shape, profile_shapes, shapes_arg, trtexec_command)
 from fusionrt.engines.base import Artifact, BatchProfile, EngineConfig
 from fusionrt.engines.registry import get_engine
@@ -318,7 +318,7 @@ class _FakeTrt:
 @pytest.fixture
 def fake_trt(monkeypatch):
     import sys
-    from fusionrt.build import trt_builder
+    from fusionrt.builders import trt_builder
     fake = _FakeTrt()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(trt_builder, "_LOGGER", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusionrt.build import parity
+from fusionrt.builders import parity
 from fusionrt.engines.base import BatchProfile, EngineConfig
 from fusionrt.engines.registry import get_engine
 from fusionrt.pipeline.hybrid import sample_feeds
@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 
 @pytest.mark.slow
 def test_aot_package_is_built_once_and_reused(tmp_path):
-    from fusionrt.build.cache import EngineCache
-    from fusionrt.build.synth import synthesize
+    from fusionrt.runtime.cache import EngineCache
+    from fusionrt.builders.synth import synthesize
     from fusionrt.models.store import ModelStore
     store = ModelStore(tmp_path / "home")
     synthesize("simswap_256", store.synthetic_path("simswap_256"), width=0.05)

@@ -122,8 +122,8 @@ def test_tensorrt_repo_has_commands_not_fake_plans(repos):
 
 def test_int8_stage_config(tmp_path, synthetic_home):
     """INT8: the Q/DQ graph's config asks TensorRT for INT8 and keeps the FP32 graph's dims."""
-    from fusionrt.build.export import sample_inputs
-    from fusionrt.build.int8 import quantize_int8
+    from fusionrt.builders.export import sample_inputs
+    from fusionrt.builders.int8 import quantize_int8
     from fusionrt.models.store import ModelStore
     art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=True)
     q = tmp_path / "embed.int8.onnx"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fusionrt.errors import InputError, OutputError
-from fusionrt.pipeline import video
-from fusionrt.pipeline.video import iter_frames, probe, process_video
+from fusionrt.pipeline.video import io as video
+from fusionrt.pipeline.video.io import iter_frames, probe, process_video
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, FPS, SECONDS = (320, 240), 25, 1.2

@@ -10,7 +10,7 @@ import pytest
 from fusionrt.errors import ModelError
 from fusionrt.models.spec import spec_from_metadata
 from fusionrt.models.zoo import ZOO, get_spec
-from fusionrt.pipeline.align import get_template
+from fusionrt.pipeline.host.align import get_template
 
 SPECS = list(ZOO.values())
 HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -78,10 +78,10 @@ def gpu_path_settings(pipeline: PipelineConfig, batch: int, precision: str, pres
     per-stage defaults."""
     if batch < 1:
         raise InputError(f"--batch {batch} | expected >= 1")
-    from ..pipeline.gpu import require_torch
+    from ..pipeline.device import require_torch
     require_torch()
-    from ..pipeline.gpu.runner import RunnerConfig
-    from ..pipeline.gpu.swapper import GpuConfig
+    from ..pipeline.video.loop import RunnerConfig
+    from ..pipeline.device.swapper import GpuConfig
     gpu = GpuConfig.from_pipeline(pipeline, gen_batch=batch, precision=precision,
                                   engine=engine or GpuConfig.engine)
     gpu.check()

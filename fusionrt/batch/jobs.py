@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import FusionError, InputError, OutputError
 from ..pipeline.image_io import IMAGE_EXTS
-from ..pipeline.video import CONTAINERS, probe
+from ..pipeline.video.io import CONTAINERS, probe
 from .segments import Segment, plan_segments, scan_keyframes
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import av
 from av.error import FFmpegError
 
 from ..errors import InputError, OutputError
-from ..pipeline.video import CONTAINERS
+from ..pipeline.video.io import CONTAINERS
 
 log = logging.getLogger(__name__)
 

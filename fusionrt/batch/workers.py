@@ -75,8 +75,8 @@ class SwapWorker:
             cv2.setNumThreads(max(1, threads))
             image = read_image(source, role="source")
             if gpu is not None:
-                from ..pipeline.gpu.runner import RunnerConfig
-                from ..pipeline.gpu.swapper import GpuSwapper
+                from ..pipeline.video.loop import RunnerConfig
+                from ..pipeline.device.swapper import GpuSwapper
                 self.runner = dataclasses.replace(runner or RunnerConfig(), crf=crf,
                                                   cores=max(1, threads))
                 self.gpu = GpuSwapper(gpu)
@@ -123,10 +123,10 @@ class SwapWorker:
     def _do_video(self, item: WorkItem, src: str | None = None) -> tuple[int, int | None]:
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
         if self.gpu is not None:
-            from ..pipeline.gpu.runner import swap_video
+            from ..pipeline.video.loop import swap_video
             stats = swap_video(src or item.src, item.dst, self.gpu, self.runner)
             return stats.frames, stats.faces
-        from ..pipeline.video import process_video
+        from ..pipeline.video.io import process_video
         stats = process_video(src or item.src, item.dst, self.pipe.process_frame, crf=self.crf,
                               progress=False)
         return stats.frames, stats.faces_total

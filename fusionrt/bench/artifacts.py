@@ -4,8 +4,8 @@ Torch engines run the FP32 module with ``precision`` as autocast (FP16); they ha
 ONNX engines (ort-*, trt) load a converted graph — precision lives in the graph:
   * the gated artifact ``fusionrt build MODEL --precision P`` wrote beside the FP32 file
     (``<stem>.<P>.onnx``, gate figures in ``<stem>.<P>.gate.json`` with ``--report``), if any;
-  * else FP16 is built and gated now (``fusionrt.build.commands.build_artifact``: the FP16
-    converter of ``fusionrt.build.fp16`` + ``fusionrt.build.gate``); a refused artifact makes the
+  * else FP16 is built and gated now (``fusionrt.builders.commands.build_artifact``: the FP16
+    converter of ``fusionrt.builders.fp16`` + ``fusionrt.builders.gate``); a refused artifact makes the
     row unavailable with the gate's figures;
   * INT8 is never built implicitly (its calibration needs the user's face crops): without the
     ``fusionrt build`` artifact the row says how to make one.
@@ -83,7 +83,7 @@ def for_precision(base: Artifact, engine: str, precision: str, torch_engine: boo
     if (why := static_reason(engine, precision, torch_engine)):
         raise Unavailable(why)
     if torch_engine:
-        note = ("FP16 = fusionrt.build.fp16.fp16_module: weights cast once, keep-list (norms, AdaIN "
+        note = ("FP16 = fusionrt.builders.fp16.fp16_module: weights cast once, keep-list (norms, AdaIN "
                 "statistics, output head) in FP32") if precision == "fp16" else ""
         return base, {"build_ms": None, "gate": None, "notes": [note] if note else []}
     if precision == "fp32":
@@ -128,7 +128,7 @@ def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
     """FP16 conversion alone, into the bench's own folder (never where ``fusionrt build`` puts
     gated artifacts, so nothing else mistakes it for one)."""
     from .._fs import sha256_file
-    from ..build.fp16 import convert_fp16
+    from ..builders.fp16 import convert_fp16
     from ..models.store import fusionrt_home
     src = Path(base.onnx_path)
     out = fusionrt_home() / "bench" / "artifacts" / f"{src.stem}.{sha256_file(src)[:16]}.fp16.onnx"
@@ -141,9 +141,9 @@ def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
 
 def _build(model: str, precision: str, allow_synthetic: bool) -> tuple[Any, float]:
     try:
-        from ..build.commands import build_artifact
+        from ..builders.commands import build_artifact
     except ImportError as e:
-        raise Unavailable(f"{precision.upper()} builder (fusionrt.build) not usable in this "
+        raise Unavailable(f"{precision.upper()} builder (fusionrt.builders) not usable in this "
                           f"build: {e}") from None
     from ..errors import FusionError
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import FusionError
 from .artifacts import Unavailable
 from .config import REFERENCE, TORCH_ENGINES, cuda_reason
-from .machine import MemoryProbe
+from ..runtime.machine import MemoryProbe
 from .stages import SYNTHETIC_NOTE, read_images
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from ..errors import FusionError
 from ..models.store import ModelStore
 from . import artifacts
 from .artifacts import Unavailable
-from .machine import MemoryProbe, machine_info
+from ..runtime.machine import MemoryProbe, machine_info
 from .config import (BUILD_ENGINES, PRECISIONS, REFERENCE, SCHEMA, TORCH_ENGINES, BenchConfig,
                      cuda_reason, engine_device, fresh_dynamo, gpu_mem_figure, load_note)
 from .reference import References

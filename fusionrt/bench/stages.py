@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..build.parity import check, cosine, psnr
+from ..builders.parity import check, cosine, psnr
 from ..models.spec import ModelSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -240,7 +240,7 @@ class OrtTensorrtEngine(OrtCudaEngine):
         return True, ""
 
     def _trt_options(self) -> dict:
-        from ..build.cache import cache_root
+        from ..runtime.cache import cache_root
         o = self.config.options
         cache = Path(o.get("cache_dir") or cache_root() / "ort-trt")
         cache.mkdir(parents=True, exist_ok=True)

@@ -109,8 +109,8 @@ class TensorrtEngine(Engine):
 
     # -- build / load ----------------------------------------------------------
     def _build_config(self):
-        from ..build.cache import cache_root
-        from ..build.trt_builder import TrtBuildConfig
+        from ..runtime.cache import cache_root
+        from ..builders.trt_builder import TrtBuildConfig
         o = self.config.options
         cache = Path(o.get("cache_dir") or cache_root())
         return TrtBuildConfig(
@@ -122,8 +122,8 @@ class TensorrtEngine(Engine):
     def _load(self) -> None:
         import tensorrt as trt
         import torch
-        from ..build.cache import EngineCache, Fingerprint
-        from ..build.trt_builder import build_engine, make_logger
+        from ..runtime.cache import EngineCache, Fingerprint
+        from ..builders.trt_builder import build_engine, make_logger
 
         path = self.artifact.onnx_path
         if path is None or not Path(path).is_file():

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def enable_compile_cache() -> str:
     """Point Inductor's on-disk caches at ``$FUSIONRT_HOME/engines/inductor`` (idempotent)."""
-    from ..build.cache import cache_root
+    from ..runtime.cache import cache_root
     path = str(cache_root() / "inductor")
     os.makedirs(path, exist_ok=True)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", path)
@@ -120,7 +120,7 @@ class TorchCompileEngine(TorchEngine):
 
     # -- ahead of time ----------------------------------------------------------
     def aot_fingerprint(self):
-        from ..build.cache import Fingerprint
+        from ..runtime.cache import Fingerprint
         src = self.artifact.weights_path or self.artifact.onnx_path
         if src is None:
             raise EngineError(f"model '{self.spec.name}' | nothing to fingerprint for AOT build")
@@ -137,7 +137,7 @@ class TorchCompileEngine(TorchEngine):
         ``aot_timing`` records where the time went (seconds per phase)."""
         import time
 
-        from ..build.cache import EngineCache
+        from ..runtime.cache import EngineCache
         t = time.perf_counter()
         timing = self.aot_timing = {}
 

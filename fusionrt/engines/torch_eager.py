@@ -41,7 +41,7 @@ def import_torch():
 def load_torch_module(artifact: Artifact):
     """The artifact as an ``nn.Module`` in eval mode (FP32, CPU)."""
     if artifact.weights_path is not None:
-        from ..build.synth import load_reference
+        from ..builders.synth import load_reference
         return load_reference(artifact.spec.name, artifact.weights_path).eval()
     if artifact.onnx_path is None:
         raise EngineError(f"model '{artifact.spec.name}' | no ONNX file or torch weights to load")
@@ -87,7 +87,7 @@ class TorchEngine(Engine):
     ``autocast`` (bool), ``align_channels`` (int: zero-pad conv channels to this multiple;
     0 = off, the default), ``rewrite`` (exact layer rewrites, ``build.generator_rewrite``).
     Precision ``fp16`` casts the module once with the FP32 keep-list
-    (``fusionrt.build.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
+    (``fusionrt.builders.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
     ``bf16`` runs under autocast."""
 
     name = "torch"
@@ -121,7 +121,7 @@ class TorchEngine(Engine):
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv once
         # FP16: weights cast once with the keep-list (norms, AdaIN statistics, output head) in
-        # FP32 — fusionrt.build.keeplist; option autocast=True uses torch.autocast instead.
+        # FP32 — fusionrt.builders.keeplist; option autocast=True uses torch.autocast instead.
         self._half = self.config.precision == "fp16" and not self.config.options.get("autocast")
         self.memory_format = (torch.channels_last if self.config.options.get("channels_last")
                               else torch.preserve_format)
@@ -132,15 +132,15 @@ class TorchEngine(Engine):
         parts = self.rewrite_parts()
         self.rewritten: dict[str, int] = {}
         if parts:
-            from ..build.generator_rewrite import rewrite_generator
+            from ..builders.generator_rewrite import rewrite_generator
             self.rewritten = rewrite_generator(module, parts)
             log.info("%s | rewrite of '%s', layers changed per part: %s", self.name,
                      self.spec.name, self.rewritten)
         if self._half:
-            from ..build.fp16 import fp16_module
+            from ..builders.fp16 import fp16_module
             module = fp16_module(module)
         if self.align_channels():
-            from ..build.channel_pad import align_conv_channels
+            from ..builders.channel_pad import align_conv_channels
             module = align_conv_channels(module, self.align_channels())
         module = module.to(self.device)
         if self.memory_format == self.torch.channels_last:
@@ -154,7 +154,7 @@ class TorchEngine(Engine):
     def rewrite_parts(self) -> tuple[str, ...]:
         """Exact layer rewrites to apply (``build.generator_rewrite``); option ``rewrite``:
         True/"all", a list or comma string of parts, "auto" (``auto_rewrite``) or off."""
-        from ..build.generator_rewrite import parse_parts
+        from ..builders.generator_rewrite import parse_parts
         if self.rewrite_option() == "auto":
             return self.auto_rewrite()
         try:

@@ -60,7 +60,7 @@ class ModelSpec:
         name: zoo key, e.g. ``"inswapper_128"``.
         task: ``"detect" | "embed" | "swap"``.
         arch: reference architecture name (``fusionrt.models.arch``) used by ``synth``/``export``.
-        template: alignment template the model was trained with (``fusionrt.pipeline.align``).
+        template: alignment template the model was trained with (``fusionrt.pipeline.host.align``).
         url / sha256 / size: where the real weights live and how to check them.
         sha256_verified: False where the hash could not be checked against a public source;
             the store then refuses the file unless the user passes ``--trust``.

@@ -307,13 +307,13 @@ class ModelStore:
         return rows
 
     def synth(self, name: str, seed: int = 0, width: float = 1.0) -> Path:
-        """Write a random-weight model with ``name``'s contract (``fusionrt.build.synth``)."""
+        """Write a random-weight model with ``name``'s contract (``fusionrt.builders.synth``)."""
         get_spec(name)
         try:
-            from ..build.synth import synthesize  # needs torch; imported only here
+            from ..builders.synth import synthesize  # needs torch; imported only here
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("fusionrt"):
-                raise ModelError("synthetic models | fusionrt.build.synth is missing from this "
+                raise ModelError("synthetic models | fusionrt.builders.synth is missing from this "
                                  "install") from None
             raise
         out = self.synthetic_path(name)

@@ -91,7 +91,7 @@ def run_swap(args: argparse.Namespace) -> int:
         raise OutputError(f"output '{out_path}' | same file as the target; choose another path")
     _check_output(out_path, video)
     if video and args.device.startswith("cuda"):
-        from .gpu.cli import run_gpu_video  # the GPU-resident path (torch); CPU path below
+        from .device.cli import run_gpu_video  # the GPU-resident path (torch); CPU path below
         return run_gpu_video(args)
     source_img = read_image(args.source, role="source")
     target_img = None if video else read_image(args.target, role="target")
@@ -121,7 +121,7 @@ def run_swap(args: argparse.Namespace) -> int:
 
 def _swap_video(pipe: FaceSwapPipeline, args: argparse.Namespace, out_path: Path):
     try:
-        from .video import process_video
+        from .video.io import process_video
     except ImportError as e:
         raise EngineError(f"video '{args.target}' | video support is not available: {e}") from None
     # process_frame returns (frame, n_faces): process_video counts the faces for us

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..build import parity
+from ..builders import parity
 from ..engines.base import Artifact, EngineConfig
 from ..engines.registry import availability, engine_names, get_engine
 from ..errors import EngineError
@@ -84,7 +84,7 @@ def outputs_match(stage: str, ref: Mapping[str, np.ndarray], out: Mapping[str, n
 
 
 def _fingerprint(artifacts: Mapping[str, Artifact], device: str) -> str:
-    from ..build.cache import runtime_fingerprint_fields
+    from ..runtime.cache import runtime_fingerprint_fields
     h = hashlib.sha256()
     for stage in sorted(artifacts):
         p = artifacts[stage].onnx_path
@@ -134,7 +134,7 @@ def choose_engines(spec: Mapping[str, str], artifacts: Mapping[str, Artifact], d
             choices[s] = Choice(s, spec.get(s, REFERENCE_ENGINE), "asked for on the command line")
     if not auto_stages:
         return choices
-    from ..build.cache import cache_root
+    from ..runtime.cache import cache_root
     cache_file = cache_file or cache_root() / "auto-engines.json"
     key = _fingerprint({s: artifacts[s] for s in auto_stages}, device)
     cached = json.loads(cache_file.read_text()) if cache_file.is_file() else {}

@@ -19,13 +19,13 @@ from ..engines.registry import get_engine
 from ..errors import InputError, ModelError, NoFaceError
 from ..models.store import ModelStore
 from ..models.zoo import ZOO
-from .classic import ClassicSwapper
-from .detect import Detector
-from .embed import Embedder
+from .host.classic import ClassicSwapper
+from .host.detect import Detector
+from .host.embed import Embedder
 from .hybrid import Choice, choose_engines, parse_engine_spec
-from .paste import paste_back
+from .host.paste import paste_back
 from .select import MODES, select_faces
-from .swap import NeuralSwapper, SourceIdentity, Swapper
+from .host.swap import NeuralSwapper, SourceIdentity, Swapper
 
 log = logging.getLogger(__name__)
 

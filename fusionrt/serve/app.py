@@ -228,7 +228,7 @@ def create_app(settings: ServeSettings | None = None):
     async def create_job(video: UploadFile = File(..., description="video to process"),
                          identity_id: str = Form(..., description="from /v1/identities")):
         """Queue a video job; it runs even if the client goes away. Poll /v1/jobs/{id}."""
-        from ..pipeline.video import probe
+        from ..pipeline.video.io import probe
         rec = identities.get(identity_id)
         if rec is None:
             raise ApiError(404, f"identity '{identity_id}' | unknown; create one with "

@@ -129,7 +129,7 @@ class JobManager:
             self._evict()
 
     def _run(self, job: Job, identity: IdentityRecord) -> None:
-        from ..pipeline.video import process_video
+        from ..pipeline.video.io import process_video
         job.state, job.started = "running", time.time()
         self._save(job)
         try:

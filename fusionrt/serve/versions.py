@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import NoFaceError
-from ..pipeline.align import warp_face
-from ..pipeline.paste import paste_back
+from ..pipeline.host.align import warp_face
+from ..pipeline.host.paste import paste_back
 from ..pipeline.pipeline import FaceSwapPipeline
 from ..pipeline.select import select_faces
-from ..pipeline.swap import NeuralSwapper, SourceIdentity, SwapResult
+from ..pipeline.host.swap import NeuralSwapper, SourceIdentity, SwapResult
 from ..pipeline.types import Face
 from .batcher import DynamicBatcher
 from .metrics import Metrics

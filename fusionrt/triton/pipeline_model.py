@@ -22,13 +22,13 @@ try:  # only inside Triton's Python backend; tests inject a stand-in module
 except ImportError:  # pragma: no cover - imported outside Triton for documentation/tests
     pb_utils = None
 
-from fusionrt.engines.base import Artifact, Engine
-from fusionrt.errors import EngineError, NoFaceError
-from fusionrt.pipeline.detect import Detector
-from fusionrt.pipeline.embed import Embedder
-from fusionrt.pipeline.paste import paste_back
-from fusionrt.pipeline.swap import NeuralSwapper, SourceIdentity
-from fusionrt.triton.repo_pipeline import RepoStore
+from ..engines.base import Artifact, Engine
+from ..errors import EngineError, NoFaceError
+from ..pipeline.host.detect import Detector
+from ..pipeline.host.embed import Embedder
+from ..pipeline.host.paste import paste_back
+from ..pipeline.host.swap import NeuralSwapper, SourceIdentity
+from .repo_pipeline import RepoStore
 
 
 class BlsEngine(Engine):

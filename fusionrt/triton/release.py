@@ -51,7 +51,7 @@ def calibration_for(spec: ModelSpec, source: Path | None, workdir: Path,
     the images/video at ``source`` (augmented up to 64 crops when there are few faces)."""
     if source is None or Path(source).suffix == ".npz":
         return source
-    from ..build.calibrate import build_calibration_set
+    from ..builders.calibrate import build_calibration_set
     cal = build_calibration_set(spec.name, source, count=64, do_augment=True,
                                 allow_synthetic=allow_synthetic)
     return cal.save(workdir / f"{spec.name}.calibration.npz")
@@ -69,8 +69,8 @@ def gated_artifact(spec: ModelSpec, fp32: Path, precision: str, workdir: Path, *
     """
     if precision == "fp32":
         return Built(Path(fp32), "fp32")
-    from ..build.commands import _id_embedder, holdout_feeds, make_artifact
-    from ..build.gate import evaluate, refusal, thresholds_for
+    from ..builders.commands import _id_embedder, holdout_feeds, make_artifact
+    from ..builders.gate import evaluate, refusal, thresholds_for
     workdir.mkdir(parents=True, exist_ok=True)
     cal = calibration_for(spec, calibration, workdir, allow_synthetic)
     if cal is None:  # no calibration set: the gate judges the example photos, not noise
@@ -108,7 +108,7 @@ def keep_emap(spec: ModelSpec, fp32: Path, out: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from ..pipeline.swap import read_emap
+    from ..pipeline.host.swap import read_emap
     want = read_emap(fp32, int(spec.extra.get("emap", {}).get("initializer_index", -1)))
     try:
         if np.array_equal(read_emap(out), want):
@@ -147,8 +147,8 @@ def export_fp32(spec: ModelSpec, workdir: Path, allow_synthetic: bool) -> tuple[
         return Path(art.onnx_path), art.synthetic
     import numpy as np
 
-    from ..build.export import export_onnx
-    from ..build.synth import load_reference
+    from ..builders.export import export_onnx
+    from ..builders.synth import load_reference
     module = load_reference(spec.name, art.weights_path)
     extra = {"emap": module.emap.numpy().astype(np.float32)} if hasattr(module, "emap") else None
     out = workdir / f"{spec.name}.fp32.onnx"

@@ -101,7 +101,7 @@ def stage_io(spec: ModelSpec, onnx_path: Path, det_size: int) -> tuple[tuple[IO,
                                                                        tuple[IO, ...], bool]:
     """(inputs, outputs, batches) with every dim concrete: ``H``/``W`` are the detector's square
     letterbox side, ``A`` its anchor count; a fixed ONNX batch axis means no batching."""
-    from ..pipeline.detect import priors
+    from ..pipeline.host.detect import priors
     graph = onnx_io(onnx_path)
     values = {"H": det_size, "W": det_size, "A": len(priors(det_size))}
     batches = True
@@ -188,7 +188,7 @@ def write_config(model_dir: Path, m: StageModel) -> None:
 def place_stage(root: Path, stage: str, spec: ModelSpec, onnx_path: Path, o: RepoOptions,
                 version: int, report: RepoReport) -> Path:
     """Copy ``onnx_path`` into ``root/<stage model>/<version>/`` and (tensorrt) list its plans."""
-    from ..build.trt_builder import TrtBuildConfig, trtexec_command
+    from ..builders.trt_builder import TrtBuildConfig, trtexec_command
     from ..engines.base import BatchProfile
     vdir = root / STAGES[stage] / str(version)
     vdir.mkdir(parents=True, exist_ok=True)

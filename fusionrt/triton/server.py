@@ -154,7 +154,7 @@ def serve(repo: Path, http_port: int, grpc_port: int, metrics_port: int, max_bat
     from pytriton.model_config import DynamicBatcher, ModelConfig
     from pytriton.triton import Triton, TritonConfig
 
-    from ..pipeline.detect import priors
+    from ..pipeline.host.detect import priors
 
     slot = Slot(repo)
     pipeline, stage, control = make_infer_functions(slot)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ... import __version__
 from ..._fs import sha256_file
-from ...build.cache import EngineCache, Fingerprint
+from ...runtime.cache import EngineCache, Fingerprint
 from ...errors import ModelError
 from . import read_onnx_graph, scaled
 

@@ -29,10 +29,10 @@ from typing import Any, Callable, Iterable, Iterator
 from av.error import FFmpegError
 
 from ...errors import OutputError
-from ..video import _DONE, _close_quietly, _get, _put, _why, demux_decode, prepare_transcode
+from .io import _DONE, _close_quietly, _get, _put, _why, demux_decode, prepare_transcode
 from .encode import VideoSink, encoder_options, open_output
-from .frames import Transfer
-from .timing import Waits
+from ..device.frames import Transfer
+from ..device.timing import Waits
 
 log = logging.getLogger(__name__)
 

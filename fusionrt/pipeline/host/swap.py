@@ -15,12 +15,12 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ..engines.base import Engine
-from ..errors import ModelError
-from ..models.spec import ModelSpec
+from ...engines.base import Engine
+from ...errors import ModelError
+from ...models.spec import ModelSpec
 from .align import warp_face
 from .embed import l2norm, to_tensor
-from .types import Face
+from ..types import Face
 
 log = logging.getLogger(__name__)
 

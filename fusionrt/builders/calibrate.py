@@ -141,7 +141,7 @@ def iter_sources(source: Path | str, max_frames: int) -> Iterator[tuple[str, np.
     if not src.exists():
         raise InputError(f"calibration source '{src}' | not found; expected a folder of face "
                          "images or a video file")
-    from ..pipeline.video import iter_frames, probe
+    from ..pipeline.video.io import iter_frames, probe
     info = probe(src)  # InputError for unreadable/non-video files
     step = max(1, info.frames // max(1, max_frames))
     for i, frame in enumerate(iter_frames(src)):
@@ -180,14 +180,14 @@ def letterbox_uint8(image: np.ndarray, size: int, mean: Sequence[float]) -> np.n
 def _default_detector():
     from ..engines.registry import get_engine
     from ..models.store import ModelStore
-    from ..pipeline.detect import Detector
+    from ..pipeline.host.detect import Detector
     return Detector(get_engine("ort-cpu")(ModelStore().resolve("retinaface_mnet025")).load())
 
 
 def _default_embedder(allow_synthetic: bool):
     from ..engines.registry import get_engine
     from ..models.store import ModelStore
-    from ..pipeline.embed import Embedder
+    from ..pipeline.host.embed import Embedder
     art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=allow_synthetic)
     return Embedder(get_engine("ort-cpu")(art).load()), art.synthetic
 
@@ -252,7 +252,7 @@ def build_calibration_set(model: str, source: Path | str, count: int = 1000, see
 
 def _faces(spec: ModelSpec, frames, detector, size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(item name, model crop, 112px ArcFace crop)] for every face in ``frames``."""
-    from ..pipeline.align import warp_face
+    from ..pipeline.host.align import warp_face
     out = []
     for name, img in frames:
         if spec.task == "detect":
@@ -269,7 +269,7 @@ def _faces(spec: ModelSpec, frames, detector, size: int) -> list[tuple[str, np.n
 def _latents(spec, chosen, rng, embedder, model_path, allow_synthetic):
     """Each crop gets the identity of another sampled face (a swap never pairs a face with
     itself), mapped as the generator expects."""
-    from ..pipeline.embed import l2norm
+    from ..pipeline.host.embed import l2norm
     synthetic = None
     if embedder is None:
         embedder, synthetic = _default_embedder(allow_synthetic)
@@ -280,7 +280,7 @@ def _latents(spec, chosen, rng, embedder, model_path, allow_synthetic):
     emb = emb[(np.arange(n) + shift) % n]
     transform = spec.extra.get("source_transform", "l2norm")
     if transform == "emap":
-        from ..pipeline.swap import read_emap
+        from ..pipeline.host.swap import read_emap
         if model_path is None:
             from ..models.store import ModelStore
             model_path = ModelStore().resolve(spec.name, allow_synthetic=True).onnx_path

@@ -18,7 +18,7 @@ import numpy as np
 from .align import warp_face
 from .paste import color_transfer_lab, feather_mask
 from .swap import SourceIdentity, SwapResult
-from .types import Face
+from ..types import Face
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def gpu_config_from_args(args: argparse.Namespace):
 
 
 def runner_config_from_args(args: argparse.Namespace, progress: bool = True):
-    from .runner import RunnerConfig
+    from ..video.loop import RunnerConfig
     return RunnerConfig(batch=int(getattr(args, "batch", 16)), crf=args.crf,
                         preset=getattr(args, "preset", "veryfast"),
                         encoders=int(getattr(args, "encoders", 0)), progress=progress)
@@ -43,7 +43,7 @@ def runner_config_from_args(args: argparse.Namespace, progress: bool = True):
 
 def run_gpu_video(args: argparse.Namespace) -> int:
     """Swap the source face through the video ``args.target`` on the GPU path; 0 on success."""
-    from .runner import swap_video
+    from ..video.loop import swap_video
     from .swapper import GpuSwapper
 
     config = gpu_config_from_args(args)

@@ -215,7 +215,7 @@ def identity_crops(spec: ModelSpec, out: np.ndarray) -> list[np.ndarray]:
     """Generator outputs (N, 3, S, S) RGB [0, 1] → 112px BGR ArcFace crops (float 0..255),
     re-aligned from the generator's template to ArcFace's."""
     import cv2
-    from ..pipeline.align import ARCFACE_TEMPLATE_112, estimate_similarity, get_template
+    from ..pipeline.host.align import ARCFACE_TEMPLATE_112, estimate_similarity, get_template
     size = out.shape[-1]
     m = estimate_similarity(get_template(spec.template).at(size), ARCFACE_TEMPLATE_112.points)
     imgs = out.transpose(0, 2, 3, 1)[..., ::-1] * 255.0
@@ -224,7 +224,7 @@ def identity_crops(spec: ModelSpec, out: np.ndarray) -> list[np.ndarray]:
 
 
 def _detect_figures(spec, ref, got, th: Thresholds, notes) -> list[Parity]:
-    from ..pipeline.detect import decode, priors
+    from ..pipeline.host.detect import decode, priors
     names = [t.name for t in spec.outputs]
     r, g = dict(zip(names, ref)), dict(zip(names, got))
     anchors = r["loc"].shape[1]  # square letterboxed input: its side follows from the anchors

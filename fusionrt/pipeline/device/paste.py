@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..paste import box_mask
+from ..host.paste import box_mask
 from . import require_torch
 from .frames import const, to_device
-from .warp_gpu import sampling_theta, slot_layout
+from .warp import sampling_theta, slot_layout
 
 # sRGB (D65) → XYZ, OpenCV's constants for COLOR_BGR2Lab on 8-bit images.
 _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169),

@@ -75,7 +75,7 @@ def with_anchor_count(artifact: Artifact, det_size: int) -> Artifact:
     """The detector's artifact with its outputs' anchor axis ("A") made concrete for
     ``det_size``: ORT CUDA's IOBinding path sizes its output buffers from the contract, and
     ``TensorSpec.with_batch`` would otherwise put the batch size on that axis too."""
-    from ..detect import priors
+    from ..host.detect import priors
     a = len(priors(det_size))
     outs = tuple(replace(t, shape=tuple(a if d == "A" else d for d in t.shape))
                  for t in artifact.spec.outputs)

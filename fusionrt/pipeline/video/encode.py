@@ -23,8 +23,8 @@ import av
 import numpy as np
 from av.error import FFmpegError
 
-from ..video import _DONE, _copy_stream, _get, _put, _why
-from .timing import Waits
+from .io import _DONE, _copy_stream, _get, _put, _why
+from ..device.timing import Waits
 
 log = logging.getLogger(__name__)
 

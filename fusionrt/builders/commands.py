@@ -116,7 +116,7 @@ def _id_embedder(allow_synthetic: bool):
     from ..engines.registry import get_engine
     from ..errors import ModelError
     from ..models.store import ModelStore
-    from ..pipeline.embed import Embedder
+    from ..pipeline.host.embed import Embedder
     try:
         art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=allow_synthetic)
     except ModelError as e:
@@ -190,7 +190,7 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
     cand_runner, details = None, {}
     if torch_engine:
         cand_runner, out = _torch_fp16_runner(spec, art), fp32
-        details = {"torch": "fusionrt.build.fp16.fp16_module (keep-list modules in FP32)"}
+        details = {"torch": "fusionrt.builders.fp16.fp16_module (keep-list modules in FP32)"}
     else:
         if activations == "auto":  # measured: S8S8 graphs fuse only partly on x86 ORT CPU
             activations = "u8" if engine == "ort-cpu" else "s8"
@@ -270,7 +270,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _build_trt(model: str, onnx_path: Path, precision: str, batch) -> None:
     """Strongly typed TensorRT plan into the engine cache; prints the trtexec equivalent first."""
-    from .cache import EngineCache, Fingerprint, cache_root
+    from ..runtime.cache import EngineCache, Fingerprint, cache_root
     from .trt_builder import TrtBuildConfig, build_engine, trtexec_command
     spec = get_spec(model)
     dims = {"H": 640, "W": 640} if spec.task == "detect" else {}

@@ -18,21 +18,21 @@ import numpy as np
 from ...engines.base import Engine, EngineOwner
 from ...errors import EngineError, InputError, NoFaceError
 from ...models.store import ModelStore
-from ..embed import l2norm
+from ..host.embed import l2norm
 from ..hybrid import parse_engine_spec
 from ..pipeline import DETECTOR, EMBEDDER, SwapSettings
 from ..select import MODES, select_faces
-from ..swap import NeuralSwapper
+from ..host.swap import NeuralSwapper
 from ..types import Face
 from . import require_torch
-from .detect_gpu import GpuDetector
+from .detect import GpuDetector
 from .engines_gpu import load_engine, max_batch, swapper_name
 from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420, nchw_to_hwc,
                      to_device, yuv420_to_bgr)
-from .paste_gpu import feather_mask_tensor, paste_faces
+from .paste import feather_mask_tensor, paste_faces
 from .timing import StageTimer
 from .track import LandmarkTracker
-from .warp_gpu import crop_faces, similarity_batch, template_points
+from .warp import crop_faces, similarity_batch, template_points
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..engines.base import Engine
-from ..errors import InputError
-from .types import Face
+from ...engines.base import Engine
+from ...errors import InputError
+from ..types import Face
 
 log = logging.getLogger(__name__)
 

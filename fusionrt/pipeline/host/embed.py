@@ -6,9 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..engines.base import Engine
+from ...engines.base import Engine
 from .align import warp_face
-from .types import Face
+from ..types import Face
 
 
 def to_tensor(crops: Sequence[np.ndarray], channel_order: str, mean, std) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..align import get_template
+from ..host.align import get_template
 from . import require_torch
 from .frames import to_device
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...engines.base import Engine
 from ...errors import InputError
-from ..detect import VARIANCES, RetinaFaceSettings, priors
+from ..host.detect import VARIANCES, RetinaFaceSettings, priors
 from ..types import Face
 from . import require_torch
 

@@ -26,7 +26,7 @@ import numpy as np
 from av.codec import Codec
 from av.error import FFmpegError
 
-from ..errors import InputError, OutputError
+from ...errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""fusionrt.build."""

@@ -1,0 +1,1 @@
+"""fusionrt.builders."""

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from typing import Any
 
+from .runtime.machine import library_version
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -118,7 +120,7 @@ def probe_torch() -> dict[str, Any]:
     except Exception as e:
         t["error"] = _err(e)
         return t
-    t["version"], t["cuda"] = torch.__version__, torch.version.cuda
+    t["version"], t["cuda"] = library_version("torch"), torch.version.cuda
     try:
         t["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         t["cuda_available"] = bool(torch.cuda.is_available())
@@ -168,7 +170,7 @@ def probe_onnxruntime(cuda: str | None) -> dict[str, Any]:
     except Exception as e:
         o["error"] = f"onnxruntime not importable ({_err(e)}): pip install onnxruntime"
         return o
-    o["version"] = ort.__version__
+    o["version"] = library_version("onnxruntime")
     o["providers"] = list(ort.get_available_providers())
     skip = {"CPUExecutionProvider", "AzureExecutionProvider"}  # always on / not a device
     try:
@@ -183,8 +185,8 @@ def probe_onnxruntime(cuda: str | None) -> dict[str, Any]:
 
 def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
     try:
-        import tensorrt
-        return {"version": tensorrt.__version__, "error": None}
+        import tensorrt  # noqa: F401
+        return {"version": library_version("tensorrt"), "error": None}
     except ImportError:
         return {"version": None, "error": f"not installed: {tensorrt_pip_hint(cuda)}"}
     except Exception as e:
@@ -194,7 +196,8 @@ def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
 def probe_cupy() -> str | None:
     try:
         import cupy
-        return f"cupy {cupy.__version__} (CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()})"
+        return (f"cupy {library_version('cupy')} "
+                f"(CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()})")
     except Exception:  # absent or without a usable CUDA: not needed by fusionrt
         return None
 
@@ -214,7 +217,6 @@ def probe_engines() -> dict[str, dict[str, Any]]:
 
 def collect() -> dict[str, Any]:
     """The whole report; keys are fixed (see module docstring)."""
-    from . import __version__
     driver, gpus = probe_driver()
     torch_info = probe_torch()
     if not gpus:
@@ -222,7 +224,7 @@ def collect() -> dict[str, Any]:
     cuda = torch_info["cuda"]
     return {
         "schema": SCHEMA_VERSION,
-        "fusionrt": {"version": __version__},
+        "fusionrt": {"version": library_version("fusionrt")},
         "os": {"platform": platform.platform(), "machine": platform.machine()},
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "driver": driver,

@@ -5,7 +5,6 @@ a rerun that skips, and a worker killed mid-job."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from fusionrt.batch.jobs import PARTS_DIR, plan_job, scan_inputs
 from fusionrt.batch.segments import cut_segment, plan_segments, scan_keyframes, stitch
 from fusionrt.errors import EngineError, InputError, OutputError
 from fusionrt.pipeline.video.io import probe
+from videos import make_test_video  # tests/videos.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "examples" / "grace_hopper.jpg"
@@ -28,11 +28,8 @@ FPS, SIZE = 10, (320, 240)
 
 
 def _make_video(out: Path, seconds: float, audio: bool = True) -> Path:
-    spec = importlib.util.spec_from_file_location("make_test_video", ROOT / "scripts" / "make_test_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return mod.make_test_video(out, seconds, FPS, SIZE, audio=audio)
+    return make_test_video(out, seconds, FPS, SIZE, audio=audio)
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +147,14 @@ def test_cli_rejects_zero_workers(tmp_path):
 # -- segments (PyAV, no Ray) -----------------------------------------------------
 @pytest.mark.slow
 def test_segments_stitch_equals_whole_video(clips, tmp_path):
-    from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.swapper import FaceSwapper
     from fusionrt.pipeline.video.io import process_video
     src = clips / "long" / "talk.mp4"
     keys = scan_keyframes(src)
     segs = plan_segments(keys, 1.0)
     assert keys.packets == 40 and [s.start for s in segs] == [0, 20]
-    with FaceSwapPipeline(PipelineConfig(swapper="classic", det_size=320)) as pipe:
+    with FaceSwapper.open(PipelineConfig(swapper="classic", det_size=320)) as pipe:
         pipe.set_source(cv2.imread(str(SOURCE)))
         parts = []
         for s in segs:
@@ -244,7 +242,7 @@ def test_cli_job_corrupt_inputs_and_rerun_skips(ray_cluster, clips, tmp_path, ca
 @pytest.mark.slow
 def test_killed_worker_items_go_to_a_replacement(ray_cluster, clips, tmp_path):
     from fusionrt.batch.runner import BatchConfig, run_batch
-    from fusionrt.pipeline.pipeline import PipelineConfig
+    from fusionrt.pipeline.plan import PipelineConfig
     out = tmp_path / "out"
     plans = plan_job(clips, out, segment_seconds=1.0)
     killed: list[str] = []
@@ -269,7 +267,7 @@ def test_killed_worker_items_go_to_a_replacement(ray_cluster, clips, tmp_path):
 def test_source_without_a_face_stops_before_any_output(ray_cluster, clips, tmp_path):
     from fusionrt.batch.runner import BatchConfig, run_batch
     from fusionrt.errors import NoFaceError
-    from fusionrt.pipeline.pipeline import PipelineConfig
+    from fusionrt.pipeline.plan import PipelineConfig
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
     cfg = BatchConfig(str(blank), PipelineConfig(swapper="classic", det_size=320), workers=1)
@@ -280,20 +278,23 @@ def test_source_without_a_face_stops_before_any_output(ray_cluster, clips, tmp_p
 
 @pytest.mark.slow
 def test_gpu_path_workers(ray_cluster, clips, synthetic_home, tmp_path):
-    """Workers on the GPU video path (GpuSwapper + overlapped encode; CPU torch here, a GPU on
-    the device): a video, a keyframe-segmented video and a photo come out whole, with faces."""
+    """Workers on the GPU video path (FaceSwapper on the device kernels + overlapped encode; CPU
+    torch here, a GPU on the device): a video, a keyframe-segmented video and a photo come out
+    whole, with faces."""
     pytest.importorskip("torch")
-    from fusionrt.batch.commands import gpu_path_settings
+    from fusionrt.batch.commands import path_settings
     from fusionrt.batch.runner import BatchConfig, run_batch
-    from fusionrt.pipeline.pipeline import PipelineConfig
+    from fusionrt.pipeline.plan import PipelineConfig, plan_stages
     inputs = tmp_path / "in"
     (inputs / "long").mkdir(parents=True)
     for name in ("clip0.mp4", "long/talk.mp4", "photo.png"):
         shutil.copy(clips / name, inputs / name)
     pipe = PipelineConfig(swapper="inswapper_128", det_size=320, allow_synthetic=True)
-    gpu, runner = gpu_path_settings(pipe, batch=4, precision="fp32", preset="ultrafast")
-    assert (gpu.device, gpu.det_size, gpu.gen_batch, gpu.engine) == ("cpu", 320, 4, "ort-cpu")
-    cfg = BatchConfig(str(SOURCE), pipe, workers=2, gpu=gpu, runner=runner)
+    gpu, video = path_settings(pipe, "gpu", batch=4, precision="fp32", preset="ultrafast")
+    assert gpu.kernels == "device" and (video.batch, video.preset) == (4, "ultrafast")
+    engine = plan_stages(gpu).stages["swap"].engine  # the plan's default on this device
+    assert (gpu.device, gpu.det_size, gpu.gen_batch, engine) == ("cpu", 320, 4, "ort-cpu")
+    cfg = BatchConfig(str(SOURCE), gpu, workers=2, video=video)
     out = tmp_path / "out"
     report = run_batch(cfg, plan_job(inputs, out, segment_seconds=1.0))
     assert (report.count("done"), report.count("failed")) == (3, 0), \

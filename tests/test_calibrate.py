@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fusionrt.builders.calibrate import (CalibrationSet, augment, build_calibration_set,
-                                      load_calibration)
+from fusionrt.builders.calibrate import CalibrationSet, augment, load_calibration
+from fusionrt.pipeline.artifacts import build_calibration_set
 from fusionrt.errors import InputError, NoFaceError
 
 

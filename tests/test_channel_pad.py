@@ -50,13 +50,14 @@ def test_reflect_padded_convs_are_left_alone():
 
 def test_engine_option(synthetic_home):
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.hybrid import sample_feeds
+    from fusionrt.builders.open import open_engine
+    from fusionrt.models.spec import sample_feeds
     art = ModelStore().resolve("simswap_256", allow_synthetic=True)
     feeds = sample_feeds(art, 2)
     outs = {}
     for align in (0, 8):
-        eng = get_engine("torch")(art, EngineConfig(device="cpu",
-                                                    options={"align_channels": align})).load()
+        eng = open_engine("torch", art, EngineConfig(device="cpu",
+                                                     options={"align_channels": align}))
         padded = [m for m in eng.module.modules() if isinstance(m, ChannelPaddedConv)]
         assert bool(padded) == bool(align)
         outs[align] = eng.run(feeds)["output"]

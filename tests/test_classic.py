@@ -9,12 +9,13 @@ import pytest
 from fusionrt.pipeline.host.align import invert
 from fusionrt.pipeline.host.classic import ClassicSwapper, face_oval_mask
 from fusionrt.pipeline.host.paste import paste_back
-from fusionrt.pipeline.host.swap import SourceIdentity, Swapper
+from fusionrt.pipeline.host.swap import Swapper
+from fusionrt.pipeline.types import Identity
 
 
 @pytest.fixture
 def swapped(detector, astronaut, grace):
-    src = SourceIdentity(detector.detect(astronaut)[0], astronaut, "astronaut.png")
+    src = Identity(detector.detect(astronaut)[0], astronaut, "astronaut.png")
     target = detector.detect(grace)[0]
     sw = ClassicSwapper()
     res = sw.swap(grace, target, src)

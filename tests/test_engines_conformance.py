@@ -1,6 +1,6 @@
 """One conformance test over every registered engine: same stage, same inputs, outputs against the
 FP32 reference (ORT CPU). CPU engines run in CI; CUDA engines run on the GPU machine through
-scripts/gpu_check.sh (FUSIONRT_TEST_DEVICE=cuda) and skip elsewhere with the reason.
+benchmarks/scripts/gpu_check.sh (FUSIONRT_TEST_DEVICE=cuda) and skip elsewhere with the reason.
 
 Thresholds (issue 4): embeddings cosine >= 0.9999, generator PSNR >= 50 dB at FP32,
 detector boxes IoU >= 0.99.
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from fusionrt.builders import parity
+from fusionrt.builders.open import open_engine
 from fusionrt.engines.base import EngineConfig
 from fusionrt.engines.registry import engine_names, get_engine
-from fusionrt.pipeline.hybrid import sample_feeds
+from fusionrt.models.spec import sample_feeds
 
 DEVICE = os.environ.get("FUSIONRT_TEST_DEVICE", "cpu")
 WIDTH = float(os.environ.get("FUSIONRT_TEST_WIDTH", "0.125"))
@@ -73,7 +74,7 @@ def test_model_stage_matches_fp32_reference(engine, model, synth_models):
         feeds["target"] = np.random.default_rng(2).random(feeds["target"].shape, np.float32)
     with get_engine("ort-cpu")(art) as ref_eng:
         ref = ref_eng.run(feeds)
-    with cls(art, _config(engine)) as eng:
+    with open_engine(cls, art, _config(engine)) as eng:
         out = _host(eng.run(feeds))
     (name, r), = ref.items()
     if art.spec.task == "embed":
@@ -91,7 +92,7 @@ def test_detector_boxes_match_fp32_reference(engine, grace, tmp_path, monkeypatc
     art = ModelStore().resolve("retinaface_mnet025")
     with get_engine("ort-cpu")(art) as ref_eng:
         ref = Detector(ref_eng).detect(grace)
-    with cls(art, _config(engine, dims={"H": 640, "W": 640})) as eng:
+    with open_engine(cls, art, _config(engine, dims={"H": 640, "W": 640})) as eng:
         got = Detector(eng).detect(grace)
     assert len(got) == len(ref) == 1
     iou = parity.box_iou(np.stack([f.box for f in ref]), np.stack([f.box for f in got]))

@@ -17,7 +17,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from fusionrt.builders.export import export_onnx, parity, sample_inputs  # noqa: E402
-from fusionrt.builders.synth import load_reference, synthesize  # noqa: E402
+from fusionrt.builders.synth import synthesize  # noqa: E402
+from fusionrt.models.arch.reference import load_reference  # noqa: E402
 from fusionrt.models.arch import build_arch  # noqa: E402
 
 W = 0.125

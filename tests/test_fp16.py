@@ -130,7 +130,7 @@ def test_fp16_module_keeps_norms_fp32_and_matches(synthetic_home):
     torch = pytest.importorskip("torch")
     from fusionrt.builders.export import sample_inputs
     from fusionrt.builders.fp16 import fp16_module
-    from fusionrt.builders.synth import load_reference
+    from fusionrt.models.arch.reference import load_reference
     from fusionrt.models.zoo import get_spec
     ref = load_reference("simswap_256")
     half = fp16_module(load_reference("simswap_256"))

@@ -48,10 +48,11 @@ def loud(tmp_path_factory):
 def arcface(synthetic_home):
     from fusionrt.engines.registry import get_engine
     from fusionrt.models.store import ModelStore
+    from fusionrt.pipeline.artifacts import identity_crops
     from fusionrt.pipeline.host.embed import Embedder
     art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=True)
     with get_engine("ort-cpu")(art) as eng:
-        yield Embedder(eng)
+        yield {"id_embed": Embedder(eng).embed_crops, "id_crops": identity_crops}
 
 
 def _face_feeds(n=2, seed=0):
@@ -76,8 +77,8 @@ def test_fp16_with_keep_list_passes_and_fp16_norms_are_refused(loud, arcface, tm
     convert_fp16(loud, good)
     convert_fp16(loud, bad, keep={})  # norm layers forced to FP16
     feeds = _face_feeds()
-    ok = evaluate(spec, loud, good, "fp16", feeds, id_embedder=arcface)
-    ko = evaluate(spec, loud, bad, "fp16", feeds, id_embedder=arcface)
+    ok = evaluate(spec, loud, good, "fp16", feeds, **arcface)
+    ko = evaluate(spec, loud, bad, "fp16", feeds, **arcface)
     assert ok.engine == "reference"  # real FP16 arithmetic, not ORT CPU's FP32 fallback
     assert ok.passed, ok.summary()
     assert not ko.passed, ko.summary()
@@ -94,9 +95,9 @@ def test_int8_from_all_black_calibration_is_refused(synthetic_home, arcface, tmp
     quantize_int8(src, tmp_path / "black.onnx", black, spec=spec)
     quantize_int8(src, tmp_path / "faces.onnx", feeds[:2], spec=spec)
     held = feeds[2:]
-    ko = evaluate(spec, src, tmp_path / "black.onnx", "int8", held, id_embedder=arcface,
+    ko = evaluate(spec, src, tmp_path / "black.onnx", "int8", held, **arcface,
                   synthetic=True)
-    fair = evaluate(spec, src, tmp_path / "faces.onnx", "int8", held, id_embedder=arcface,
+    fair = evaluate(spec, src, tmp_path / "faces.onnx", "int8", held, **arcface,
                     synthetic=True)
     assert not ko.passed, ko.summary()
     # the refusal is the calibration's fault: face crops give a clearly better graph
@@ -157,7 +158,7 @@ def test_build_cli_fp16_report_and_int8_refusal(synthetic_home, tmp_path, capsys
 
 
 def test_build_int8_needs_calibration(synthetic_home):
-    from fusionrt.builders.commands import build_artifact
+    from fusionrt.pipeline.artifacts import build_artifact
     with pytest.raises(InputError, match="needs --calibration"):
         build_artifact("arcface_w600k_r50", "int8", allow_synthetic=True)
 

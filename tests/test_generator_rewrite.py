@@ -17,11 +17,14 @@ from torch import nn  # noqa: E402
 from fusionrt.builders.generator_rewrite import (PARTS, InstanceNormVarMean, PatchConv,  # noqa: E402
                                               ShiftSumConv, UpsampleConv, parse_parts,
                                               rewrite_generator)
+from fusionrt.builders.aot import aot_fingerprint  # noqa: E402
+from fusionrt.builders.open import open_engine  # noqa: E402
+from fusionrt.builders.torch_module import rewrite_parts  # noqa: E402
 from fusionrt.engines.base import BatchProfile, EngineConfig  # noqa: E402
 from fusionrt.engines.registry import get_engine  # noqa: E402
 from fusionrt.errors import EngineError  # noqa: E402
 from fusionrt.models.arch.simswap import simswap256  # noqa: E402
-from fusionrt.pipeline.hybrid import sample_feeds  # noqa: E402
+from fusionrt.models.spec import sample_feeds  # noqa: E402
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 # SimSwap-256 at any width: 9 blocks (18 norms, 18 styles), 3 upsampling stages, 1 head, 1 stem.
@@ -139,10 +142,18 @@ def test_fp16_keeps_the_one_pass_norm_in_fp32(simswap, face_batch):
 
 # -- engines ----------------------------------------------------------------------------------
 
+def _config(batch=2, device="cpu", **options):
+    return EngineConfig(device=device, precision="fp32", batch=BatchProfile(batch, batch, batch),
+                        options=options)
+
+
 def _engine(name, art, batch=2, **options):
-    cfg = EngineConfig(device="cpu", precision="fp32", batch=BatchProfile(batch, batch, batch),
-                       options=options)
-    return get_engine(name)(art, cfg)
+    return get_engine(name)(art, _config(batch, **options))
+
+
+def _open(name, art, batch=2, **options):
+    """Loaded, with what the options ask for built (rewrites are a builder's product)."""
+    return open_engine(name, art, _config(batch, **options))
 
 
 def test_torch_engine_option_is_exact_and_reports_counts(synthetic_home):
@@ -150,7 +161,7 @@ def test_torch_engine_option_is_exact_and_reports_counts(synthetic_home):
     art = ModelStore().resolve("simswap_256", allow_synthetic=True)
     feeds = sample_feeds(art, 2, seed=3)
     ref = _engine("torch", art).load().run(feeds)["output"]
-    eng = _engine("torch", art, rewrite="head,style,respad").load()
+    eng = _open("torch", art, rewrite="head,style,respad")
     out = eng.run(feeds)["output"]
     assert eng.rewritten == {"head": 1, "style": 18, "respad": 9}
     np.testing.assert_allclose(out, ref, atol=1e-4)
@@ -161,7 +172,7 @@ def test_bad_rewrite_option_is_a_clear_error(synthetic_home):
     from fusionrt.models.store import ModelStore
     art = ModelStore().resolve("simswap_256", allow_synthetic=True)
     with pytest.raises(EngineError, match="option rewrite: unknown rewrite part"):
-        _engine("torch", art, rewrite="head,warp").load()
+        _open("torch", art, rewrite="head,warp")
 
 
 def test_compile_auto_rewrite_follows_batch_and_arch(synthetic_home):
@@ -175,9 +186,7 @@ def test_compile_auto_rewrite_follows_batch_and_arch(synthetic_home):
     ins = store.resolve("inswapper_128", allow_synthetic=True)
 
     def parts(art, batch, device="cuda", **options):
-        eng = _engine("torch-compile", art, batch, **options)
-        eng.device = torch.device(device)
-        return eng.rewrite_parts()
+        return rewrite_parts(get_engine("torch-compile"), art, _config(batch, device, **options))
 
     assert parts(sim, 1) == TorchCompileEngine.AUTO_SMALL_BATCH
     assert parts(sim, 16) == TorchCompileEngine.AUTO_LARGE_BATCH
@@ -196,9 +205,7 @@ def test_aot_fingerprint_names_the_rewrite(synthetic_home):
     art = ModelStore().resolve("simswap_256", allow_synthetic=True)
     prints = set()
     for rw in ("head", "head,stem", False):
-        eng = _engine("torch-compile", art, 1, rewrite=rw)
-        eng._setup()
-        prints.add(eng.aot_fingerprint().key())
+        prints.add(aot_fingerprint(get_engine("torch-compile"), art, _config(1, rewrite=rw)).key())
     assert len(prints) == 3
 
 
@@ -210,5 +217,5 @@ def test_compiled_rewrite_matches_eager(synthetic_home):
     art = ModelStore().resolve("simswap_256", allow_synthetic=True)
     feeds = sample_feeds(art, 2, seed=5)
     ref = _engine("torch", art).load().run(feeds)["output"]
-    eng = _engine("torch-compile", art, rewrite="all", channels_last=True).load()
+    eng = _open("torch-compile", art, rewrite="all", channels_last=True)
     np.testing.assert_allclose(eng.run(feeds)["output"], ref, atol=1e-4)

@@ -1,17 +1,17 @@
 """The GPU video path, run on CPU torch: tensor stages against the CPU path's functions, the
-batch processor against ``FaceSwapPipeline`` (stated tolerances), and the overlapped runner's
-batching, ordering, bounded queues, shutdown and error handling on real clips.
+device kernel set against the host kernel set through ``FaceSwapper`` (stated tolerances), and
+the overlapped runner's batching, ordering, bounded queues, shutdown and error handling on real
+clips.
 
 Tolerances (measured here, CPU torch vs numpy/OpenCV): crops max 1 level; paste max 2; a whole
 swapped frame PSNR >= 50 dB and max |diff| <= 10 (the generator amplifies 1-level input
 differences); yuv420p conversions within 4 levels of swscale. GPU parity and speed are measured
-on the device by scripts/gpu_video_bench.py.
+on the device by benchmarks/scripts/gpu_video_bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -28,12 +28,13 @@ from fusionrt.pipeline.host.align import estimate_similarity, get_template, warp
 from fusionrt.pipeline.device import frames as gf  # noqa: E402
 from fusionrt.pipeline.device import detect as detect_gpu  # noqa: E402
 from fusionrt.pipeline.device.paste import bgr_to_lab, paste_faces  # noqa: E402
-from fusionrt.pipeline.video.loop import RunnerConfig, run_batches, swap_video  # noqa: E402
-from fusionrt.pipeline.device.swapper import GpuConfig, GpuSwapper  # noqa: E402
-from fusionrt.pipeline.device.track import LandmarkTracker  # noqa: E402
+from fusionrt.pipeline.video.loop import VideoConfig, run_batches, transcode  # noqa: E402
+from fusionrt.pipeline.device.stage import DeviceFrameStage  # noqa: E402
+from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
+from fusionrt.pipeline.track import LandmarkTracker  # noqa: E402
 from fusionrt.pipeline.device.warp import crop_faces, similarity_batch  # noqa: E402
 from fusionrt.pipeline.host.paste import box_mask, paste_back  # noqa: E402
-from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig  # noqa: E402
 from fusionrt.pipeline.types import Face  # noqa: E402
 from fusionrt.pipeline.video.io import iter_frames, probe  # noqa: E402
 
@@ -44,10 +45,8 @@ DET = 320  # detector input: the clip fits without resampling, and it is 4x chea
 
 
 def _maker():
-    spec = importlib.util.spec_from_file_location("mtv", ROOT / "scripts" / "make_test_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_test_video
+    from videos import make_test_video  # tests/videos.py
+    return make_test_video
 
 
 @pytest.fixture(scope="session")
@@ -60,19 +59,25 @@ def clip_frames(clip) -> list[np.ndarray]:
     return list(iter_frames(clip))
 
 
-def _cfg(**kw) -> GpuConfig:
-    base = dict(swapper="inswapper_128", device="cpu", allow_synthetic=True, det_size=DET)
-    return GpuConfig(**{**base, **kw})
+def _cfg(**kw) -> PipelineConfig:
+    """The device kernel set (the GPU path) on CPU torch."""
+    base = dict(swapper="inswapper_128", device="cpu", kernels="device", allow_synthetic=True,
+                det_size=DET)
+    return PipelineConfig(**{**base, **kw})
 
 
-def _cpu(**kw) -> FaceSwapPipeline:
-    base = dict(swapper="inswapper_128", allow_synthetic=True, det_size=DET)
-    return FaceSwapPipeline(PipelineConfig(**{**base, **kw}))
+def _gpu(config: PipelineConfig) -> FaceSwapper:
+    return FaceSwapper.open(config)
+
+
+def _cpu(**kw) -> FaceSwapper:
+    base = dict(swapper="inswapper_128", allow_synthetic=True, det_size=DET, kernels="host")
+    return FaceSwapper.open(PipelineConfig(**{**base, **kw}))
 
 
 @pytest.fixture
 def swapper(synthetic_home, astronaut):
-    with GpuSwapper(_cfg()) as s:
+    with _gpu(_cfg()) as s:
         s.set_source(astronaut)
         yield s
 
@@ -193,14 +198,14 @@ def test_tracker_smooths_and_holds():
         LandmarkTracker(smoothing=1.0)
 
 
-# ---- the batch processor against FaceSwapPipeline --------------------------------------------
+# ---- the device kernels against the host kernels -----------------------------------------------
 
 @pytest.mark.slow
 @pytest.mark.parametrize("color", [False, True])
 def test_batch_parity_with_cpu_path(synthetic_home, astronaut, clip_frames, color):
     idx = [0, 10, 20, 29]  # both photos of the clip
     batch = torch.from_numpy(np.stack([clip_frames[i] for i in idx]))
-    with GpuSwapper(_cfg(color_transfer=color)) as s, _cpu(color_transfer=color) as cpu:
+    with _gpu(_cfg(color_transfer=color)) as s, _cpu(color_transfer=color) as cpu:
         s.set_source(astronaut)
         counts = s.process(batch, "bgr", SIZE[1], SIZE[0])
         cpu.set_source(astronaut)
@@ -229,16 +234,17 @@ def test_many_faces_and_reference_selection(synthetic_home, astronaut, grace):
     with _cpu(select="all", det_size=640) as cpu:
         cpu.set_source(astronaut)
         want_all, n_all = cpu.process_frame(canvas)
-        embs = [f.embedding for f in cpu.embedder.embed(canvas, cpu.detector.detect(canvas))]
-        ref = cpu.embedder.embed(grace, [max(cpu.detector.detect(grace), key=lambda f: f.area)])
+        embs = [f.embedding for f in cpu.kernels.embedder.embed(canvas, cpu.kernels.detector.detect(canvas))]
+        ref = cpu.kernels.embedder.embed(grace, [max(cpu.kernels.detector.detect(grace),
+                                                     key=lambda f: f.area)])
     sims = sorted(float(e @ ref[0].embedding) for e in embs)
     threshold = (sims[0] + sims[1]) / 2  # between the two faces: the grace face only
-    with GpuSwapper(_cfg(select="all", det_size=640)) as s:
+    with _gpu(_cfg(select="all", det_size=640)) as s:
         s.set_source(astronaut)
         batch = torch.from_numpy(canvas.copy())[None]
         assert s.process(batch, "bgr", 600, 1024) == [n_all] == [2]
         assert _psnr(batch[0].numpy(), want_all) >= 45
-    with GpuSwapper(_cfg(select="reference", det_size=640, similarity_threshold=threshold)) as s:
+    with _gpu(_cfg(select="reference", det_size=640, similarity_threshold=threshold)) as s:
         s.set_source(astronaut)
         s.set_reference(grace)
         batch = torch.from_numpy(canvas.copy())[None]
@@ -249,11 +255,11 @@ def test_many_faces_and_reference_selection(synthetic_home, astronaut, grace):
 
 
 def test_detect_every_n_reuses_landmarks(synthetic_home, astronaut, clip_frames):
-    with GpuSwapper(_cfg(detect_every=3)) as s:
+    with _gpu(_cfg(detect_every=3)) as s:
         s.set_source(astronaut)
         calls = []
-        real = s.detector.run_net
-        s.detector.run_net = lambda x: calls.append(x.shape[0]) or real(x)
+        real = s.kernels.detector.run_net
+        s.kernels.detector.run_net = lambda x: calls.append(x.shape[0]) or real(x)
         for start in (0, 4):
             batch = torch.from_numpy(np.stack(clip_frames[start:start + 4]))
             assert s.process(batch, "bgr", SIZE[1], SIZE[0]) == [1, 1, 1, 1]
@@ -262,12 +268,12 @@ def test_detect_every_n_reuses_landmarks(synthetic_home, astronaut, clip_frames)
 
 def test_bad_settings_and_inputs(synthetic_home, astronaut, swapper):
     with pytest.raises(InputError, match=r"selection 'nearest' \| unknown"):
-        GpuSwapper(_cfg(select="nearest"))
+        _gpu(_cfg(select="nearest"))
     with pytest.raises(ModelError, match=r"swapper 'classic' \| not available on the GPU path"):
-        GpuSwapper(_cfg(swapper="classic"))
+        _gpu(_cfg(swapper="classic"))
     with pytest.raises(NoFaceError, match="no face in the source image 'grey.png'"):
         swapper.set_source(np.full((200, 200, 3), 90, np.uint8), "grey.png")
-    with GpuSwapper(_cfg()) as fresh, pytest.raises(InputError, match="no source identity"):
+    with _gpu(_cfg()) as fresh, pytest.raises(InputError, match="no source identity"):
         fresh.process(torch.zeros((1, 240, 320, 3), dtype=torch.uint8), "bgr", 240, 320)
     with pytest.raises(ValueError, match="odd side"):
         gf.frame_shape("yuv420p", 241, 320)
@@ -310,7 +316,7 @@ def test_runner_batches_in_order_with_bounded_queues():
 
     from fusionrt.pipeline.device.timing import Waits
     waits, fake = Waits(), FakeSwapper()
-    n, faces = run_batches(source(), fake, emit, fmt="bgr", height=4, width=4, batch=8,
+    n, faces = run_batches(source(), DeviceFrameStage(fake, "bgr24"), emit, batch=8,
                            queue_batches=2, waits=waits)
     assert (n, faces) == (203, 203) and fake.batches == [8] * 25 + [3]
     assert got == [(255 - i % 256, i * 10) for i in range(203)]
@@ -322,8 +328,8 @@ def test_runner_batches_in_order_with_bounded_queues():
 def test_runner_stops_everything_on_error():
     src = ((np.zeros((4, 4, 3), np.uint8), i) for i in range(1000))
     with pytest.raises(RuntimeError, match="generator exploded"):
-        run_batches(src, FakeSwapper(fail_at=3), lambda f, p: True, fmt="bgr", height=4,
-                    width=4, batch=4)
+        run_batches(src, DeviceFrameStage(FakeSwapper(fail_at=3), "bgr24"), lambda f, p: True,
+                    batch=4)
     assert _no_threads()
 
 
@@ -331,11 +337,12 @@ def test_runner_stops_everything_on_error():
 @pytest.mark.parametrize("encoders", [1, 3])
 def test_swap_video_end_to_end(synthetic_home, astronaut, clip, clip_frames, tmp_path, encoders):
     out = tmp_path / "out.mp4"
-    with GpuSwapper(_cfg()) as s:
+    with _gpu(_cfg()) as s:
         s.set_source(astronaut)
-        stats = swap_video(clip, out, s, RunnerConfig(batch=4, encoders=encoders,
-                                                      segment_frames=8))
+        stats = transcode(clip, out, s.frame_stage(), VideoConfig(batch=4, encoders=encoders,
+                                                                 segment_frames=8))
     assert (stats.frames, stats.faces, stats.encoders) == (N, N, encoders)
+    assert {"generator", "paste"} <= set(stats.stage_ms)  # the swapper's timer reaches the stats
     src, got = probe(clip), probe(out)
     assert (got.width, got.height, got.fps, got.frames) == (src.width, src.height, src.fps, N)
     assert got.has_audio and abs(got.duration - src.duration) < 0.05
@@ -352,9 +359,23 @@ def test_swap_video_end_to_end(synthetic_home, astronaut, clip, clip_frames, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"] and _no_threads()
 
 
+def test_bgr_device_stage_through_the_segment_encoders(clip, clip_frames, tmp_path):
+    """The loop is the same for either frame format: BGR frames from a device stage go to two
+    segment encoders (x264 gets them converted to yuv420p) and come out in order."""
+    out = tmp_path / "o.mp4"
+    stats = transcode(clip, out, DeviceFrameStage(FakeSwapper(), "bgr24"),
+                      VideoConfig(batch=4, encoders=2, segment_frames=8))
+    assert (stats.frames, stats.faces_total, stats.encoders) == (N, N, 2)
+    got = list(iter_frames(out))
+    assert len(got) == N and probe(out).has_audio
+    assert all(_psnr(g, 255 - f) > 30 for g, f in zip(got, clip_frames))  # inverted, in order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"] and _no_threads()
+
+
 def test_swap_video_error_leaves_no_output(clip, tmp_path):
     with pytest.raises(RuntimeError, match="generator exploded"):
-        swap_video(clip, tmp_path / "o.mp4", FakeSwapper(fail_at=2), RunnerConfig(batch=4))
+        transcode(clip, tmp_path / "o.mp4", DeviceFrameStage(FakeSwapper(fail_at=2)),
+                  VideoConfig(batch=4))
     assert list(tmp_path.iterdir()) == [] and _no_threads()
 
 
@@ -370,7 +391,7 @@ def test_decode_error_mid_video_stops_cleanly(clip, tmp_path):
     fake = FakeSwapper()
     with pytest.raises(InputError, match=r"video '.*cut.mp4' \| (ends after \d+ of 30 frames|"
                                          r"decode failed after)"):
-        swap_video(bad, tmp_path / "o.mp4", fake, RunnerConfig(batch=4, encoders=2))
+        transcode(bad, tmp_path / "o.mp4", DeviceFrameStage(fake), VideoConfig(batch=4, encoders=2))
     assert 0 < sum(fake.batches) < N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "fs.mp4"] and _no_threads()
 
@@ -384,47 +405,53 @@ def _args(*argv) -> argparse.Namespace:
 
 @pytest.mark.slow
 def test_run_gpu_video_command(synthetic_home, astronaut_path, clip, tmp_path, capsys):
-    from fusionrt.pipeline.device.cli import run_gpu_video
+    from fusionrt.pipeline.commands import run_swap
     out = tmp_path / "o.mp4"
-    args = _args("-s", astronaut_path, "-t", clip, "-o", out, "--device", "cpu", "--swapper",
-                 "inswapper_128", "--allow-synthetic", "--batch", "8", "--explain")
-    assert run_gpu_video(args) == 0
+    args = _args("-s", astronaut_path, "-t", clip, "-o", out, "--device", "cpu", "--kernels",
+                 "device", "--swapper", "inswapper_128", "--allow-synthetic", "--batch", "8",
+                 "--explain")
+    assert run_swap(args) == 0
     text = capsys.readouterr().out
     assert f"{N} frames at" in text and f"{N} face(s) swapped" in text and "ms/frame" in text
     assert probe(out).frames == N
 
 
 def test_run_gpu_video_refuses_bad_flags(astronaut_path, clip, tmp_path):
-    from fusionrt.pipeline.device.cli import run_gpu_video
-    base = ("-s", astronaut_path, "-t", clip, "-o", tmp_path / "o.mp4", "--device", "cpu")
+    from fusionrt.pipeline.commands import run_swap
+    base = ("-s", astronaut_path, "-t", clip, "-o", tmp_path / "o.mp4", "--device", "cpu",
+            "--kernels", "device")
     with pytest.raises(InputError, match=r"--poisson \| runs on the CPU path only"):
-        run_gpu_video(_args(*base, "--poisson"))
+        run_swap(_args(*base, "--poisson"))
     with pytest.raises(InputError, match=r"--batch \| got 0; expected >= 1"):
-        run_gpu_video(_args(*base, "--batch", "0"))
+        run_swap(_args(*base, "--batch", "0"))
     with pytest.raises(InputError, match=r"--detect-every \| got 0"):
-        run_gpu_video(_args(*base, "--detect-every", "0"))
+        run_swap(_args(*base, "--detect-every", "0"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_gpu_defaults_per_stage(synthetic_home, monkeypatch):
-    """On CUDA, a CPU engine asked for maps to the first usable GPU default per stage: the
+    """On CUDA, ``--engine default`` maps each stage to the first usable GPU default: the
     native torch detector; ArcFace on ORT CUDA when onnxruntime-gpu is there, else on torch
     when it has torch weights; the generator on torch when it has torch weights."""
     from fusionrt.engines.onnxruntime import OrtCudaEngine
     from fusionrt.models.store import ModelStore
-    from fusionrt.pipeline.device.engines_gpu import engine_name
+    from fusionrt.pipeline import plan as planmod
     store = ModelStore()
     det = store.resolve("retinaface_mnet025")
     emb = store.resolve("arcface_w600k_r50", allow_synthetic=True)
-    gen = store.resolve("inswapper_128", allow_synthetic=True)
     assert det.weights_path is None and emb.weights_path is not None
+    monkeypatch.setattr(planmod, "_cuda_devices", lambda: (1, "pretend"))
+
+    def engines(engine: str, device: str = "cuda") -> dict:
+        plan = planmod.plan_stages(_cfg(engine=engine, device=device))
+        return {k: v.engine for k, v in plan.stages.items()}
     for ort_cuda in (True, False):
         monkeypatch.setattr(OrtCudaEngine, "available", classmethod(lambda c, v=ort_cuda: (v, "")))
-        assert engine_name("detect", "ort-cpu", det, cuda=True) == "torch"
-        assert engine_name("embed", "auto", emb, cuda=True) == ("ort-cuda" if ort_cuda else "torch")
-        assert engine_name("swap", "ort-cpu", gen, cuda=True) == "torch"
-    assert engine_name("detect", "ort-cuda", det, cuda=True) == "ort-cuda"  # named: as given
-    assert engine_name("detect", "auto", det, cuda=False) == "ort-cpu"
+        got = engines("default")
+        assert got["detect"] == "torch" and got["swap"] == "torch"
+        assert got["embed"] == ("ort-cuda" if ort_cuda else "torch")
+    assert engines("detect=ort-cuda")["detect"] == "ort-cuda"  # named: as given
+    assert engines("default", device="cpu")["detect"] == "ort-cpu"
 
 
 def test_native_torch_detector_in_the_gpu_path(synthetic_home, astronaut, clip_frames):
@@ -433,7 +460,7 @@ def test_native_torch_detector_in_the_gpu_path(synthetic_home, astronaut, clip_f
     batch = torch.from_numpy(np.stack(clip_frames[:4]))
     outs = []
     for engine in ("ort-cpu", "detect=torch"):
-        with GpuSwapper(_cfg(engine=engine)) as sw:
+        with _gpu(_cfg(engine=engine)) as sw:
             sw.set_source(astronaut)
             b = batch.clone()
             counts = sw.process(b, "bgr", *batch.shape[1:3])
@@ -444,15 +471,15 @@ def test_native_torch_detector_in_the_gpu_path(synthetic_home, astronaut, clip_f
 
 @pytest.mark.slow
 def test_video_bench_script_dry_run(tmp_path):
-    """scripts/gpu_video_bench.py end to end on CPU torch with tiny models: every kind of row
-    is produced with a frame rate, so the device runs cannot fail on the script itself."""
+    """benchmarks/scripts/gpu_video_bench.py end to end on CPU torch with tiny models: every kind
+    of row is produced with a frame rate, so the device runs cannot fail on the script itself."""
     import json
     import os
     import subprocess
     import sys
     env = {**os.environ, "FUSIONRT_HOME": str(tmp_path / "home")}
-    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_video_bench.py"), "--device", "cpu",
-           "--model-width", "0.1", "--size", "320x240", "--seconds", "1",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "scripts" / "gpu_video_bench.py"),
+           "--device", "cpu", "--model-width", "0.1", "--size", "320x240", "--seconds", "1",
            "--baseline-seconds", "1", "--batch", "4", "--precision", "fp32", "--work",
            str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--results-dir",
            str(tmp_path / "res"), "--e2e", "1:ultrafast,2:ultrafast:none",
@@ -472,9 +499,9 @@ def test_video_bench_script_dry_run(tmp_path):
 
 def test_swap_image(swapper, grace):
     before = grace.copy()
-    out, n = swapper.swap_image(grace)
+    out, n = swapper.process_frame(grace)
     assert np.array_equal(grace, before)  # the caller's array is left alone
     assert n == 1 and out.shape == grace.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - grace).max() > 30  # a (synthetic) face was pasted
     with pytest.raises(InputError, match="expected uint8"):
-        swapper.swap_image(grace.astype(np.float32))
+        swapper.process_frame(grace.astype(np.float32))

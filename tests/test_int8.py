@@ -21,7 +21,7 @@ def ins_set(tmp_path_factory, detector, synthetic_store):
     import os
     import shutil
     from conftest import ASTRONAUT, GRACE_HOPPER
-    from fusionrt.builders.calibrate import build_calibration_set
+    from fusionrt.pipeline.artifacts import build_calibration_set
     from fusionrt.models.store import ModelStore
     d = tmp_path_factory.mktemp("photos")
     shutil.copy(ASTRONAUT, d)

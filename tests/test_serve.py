@@ -7,7 +7,6 @@ build their own small app.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import threading
@@ -23,7 +22,8 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fusionrt.cli import build_parser  # noqa: E402
-from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig  # noqa: E402
+from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
 from fusionrt.serve.app import create_app  # noqa: E402
 from fusionrt.serve.batcher import DynamicBatcher, QueueFull  # noqa: E402
 from fusionrt.serve.commands import settings_from_args  # noqa: E402
@@ -32,17 +32,13 @@ from fusionrt.serve.metrics import Metrics  # noqa: E402
 from fusionrt.serve.runtime import Runtime, gate  # noqa: E402
 from fusionrt.serve.settings import ServeSettings  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _maker():
-    spec = importlib.util.spec_from_file_location("make_test_video",
-                                                  ROOT / "scripts" / "make_test_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_test_video
+    from videos import make_test_video  # tests/videos.py
+    return make_test_video
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +117,7 @@ def test_swap_matches_the_pipeline_exactly(client, files, astronaut, grace):
     stages = [p.split(";")[0] for p in r.headers["server-timing"].split(", ")]
     assert {"decode", "detect", "swap", "paste", "encode"} <= set(stages)
     out = _decode(r.content)
-    with FaceSwapPipeline(PipelineConfig(swapper="classic")) as pipe:
+    with FaceSwapper.open(PipelineConfig(swapper="classic")) as pipe:
         pipe.set_source(astronaut)
         expected, n = pipe.process_frame(grace)
     assert n == 1 and np.array_equal(out, expected)  # same stages, same pixels
@@ -399,7 +395,7 @@ def test_reload_swaps_version_and_drains_the_old_one(client, files, identity):
     deadline = time.time() + 10
     while not old.closed and time.time() < deadline:
         time.sleep(0.05)
-    assert old.closed and runtime.current.pipe.config.feather == 0.12
+    assert old.closed and runtime.current.config.feather == 0.12
 
 
 def test_gate_refuses_wrong_output():

@@ -2,13 +2,12 @@
 
 Drives the service at 2x its single-stream capacity with video jobs submitted by a client that
 disconnects, then reloads the model under load; asserts zero 5xx, zero lost requests and jobs,
-zero failed requests during the reload. Figures of a full run: scripts/load_test.py.
+zero failed requests during the reload. Figures of a full run: benchmarks/scripts/load_test.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,17 +20,13 @@ pytest.importorskip("httpx")
 
 from fusionrt.serve.loadtest import LoadTester, ServerProcess, check_loopback  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "load-key"
 QUEUE = 8
 
 
 def _clip(folder: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("make_test_video",
-                                                  ROOT / "scripts" / "make_test_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_test_video(folder / "clip.mp4", 0.6, 10, (320, 240), audio=False)
+    from videos import make_test_video  # tests/videos.py
+    return make_test_video(folder / "clip.mp4", 0.6, 10, (320, 240), audio=False)
 
 
 def test_only_loopback_targets():

@@ -12,12 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fusionrt.engines.base import Artifact  # noqa: E402
 from fusionrt.engines.torch_eager import load_torch_module  # noqa: E402
 from fusionrt.errors import EngineError, ModelError  # noqa: E402
 from fusionrt.models.arch.simswap import SimSwapGenerator, simswap_from_onnx  # noqa: E402
+from fusionrt.models.spec import Artifact, sample_feeds  # noqa: E402
 from fusionrt.models.store import ModelStore  # noqa: E402
-from fusionrt.pipeline.hybrid import sample_feeds  # noqa: E402
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def _feeds(art, grace):
 def test_native_module_matches_the_reference_weights(simswap_art, grace):
     """The export folded every BatchNorm into its conv; the loader maps the rest by graph
     order and names, and the result computes what the reference weights compute."""
-    from fusionrt.builders.synth import load_reference
+    from fusionrt.models.arch.reference import load_reference
     net = simswap_from_onnx(simswap_art.onnx_path)
     assert isinstance(net, SimSwapGenerator) and net.clamp_output
     assert isinstance(net.first_layer[2], torch.nn.Identity)  # folded BatchNorm

@@ -285,7 +285,7 @@ def test_synth_delegates_to_build_synth(monkeypatch):
 
     monkeypatch.setattr(synth, "synthesize", fake)
     store = ModelStore()
-    out = store.synth("simswap_256", seed=3, width=0.25)
+    out = synth.synth_model(store, "simswap_256", seed=3, width=0.25)
     assert calls == [("simswap_256", store.synthetic_path("simswap_256"), 3, 0.25)]
     assert out == store.synthetic_path("simswap_256")
     assert store.installed("simswap_256") == "synthetic"
@@ -302,11 +302,12 @@ def test_pull_replaces_a_corrupted_install(monkeypatch, serve):
 
 def test_ensure_synthetic_builds_only_what_is_missing(tmp_path):
     pytest.importorskip("torch")
+    from fusionrt.builders.synth import ensure_synthetic
     store = ModelStore(tmp_path)
-    built = store.ensure_synthetic(["arcface_w600k_r50"], width=0.05)
+    built = ensure_synthetic(store, ["arcface_w600k_r50"], width=0.05)
     assert list(built) == ["arcface_w600k_r50"] and store.installed("arcface_w600k_r50") == "synthetic"
     before = store.synthetic_path("arcface_w600k_r50").stat().st_mtime_ns
-    assert store.ensure_synthetic(["arcface_w600k_r50"], width=0.05) == {}
+    assert ensure_synthetic(store, ["arcface_w600k_r50"], width=0.05) == {}
     assert store.synthetic_path("arcface_w600k_r50").stat().st_mtime_ns == before
     with pytest.raises(ModelError):
-        store.ensure_synthetic(["no_such_model"])
+        ensure_synthetic(store, ["no_such_model"])

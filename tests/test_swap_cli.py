@@ -156,8 +156,9 @@ def test_neural_swapper_contracts(synthetic_home, astronaut, grace, detector):
 
 def test_pipeline_source_without_face_api(grace):
     from fusionrt.errors import NoFaceError
-    from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
-    with FaceSwapPipeline(PipelineConfig(swapper="classic")) as pipe:
+    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.swapper import FaceSwapper
+    with FaceSwapper.open(PipelineConfig(swapper="classic")) as pipe:
         with pytest.raises(NoFaceError, match="no face in the source image 'flat.png'"):
             pipe.set_source(np.full((64, 64, 3), 90, np.uint8), "flat.png")
         with pytest.raises(InputError, match="no source identity"):

@@ -16,10 +16,12 @@ import pytest
 
 from fusionrt.builders.trt_builder import (TrtBuildConfig, build_engine, format_parser_errors,
                                         input_shape, profile_shapes, shapes_arg, trtexec_command)
-from fusionrt.engines.base import Artifact, BatchProfile, EngineConfig
+from fusionrt.builders.open import open_engine
+from fusionrt.engines.base import BatchProfile, EngineConfig
 from fusionrt.engines.registry import get_engine
 from fusionrt.engines.tensorrt import (TensorrtEngine, check_engine_io, trt_dtype_name)
 from fusionrt.errors import EngineError
+from fusionrt.models.spec import Artifact
 from fusionrt.models.zoo import INSWAPPER_128, RETINAFACE_MNET025
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -228,7 +230,7 @@ def test_trt_build_run_and_cache(tmp_path):
              "source": rng.standard_normal((3, 512), dtype=np.float32)}
     s = 1 / (1 + np.exp(-feeds["source"].mean(1)))
     want = feeds["target"] * s[:, None, None, None]
-    with TensorrtEngine(Artifact(INSWAPPER_128, onnx_path), cfg) as eng:
+    with open_engine(TensorrtEngine, Artifact(INSWAPPER_128, onnx_path), cfg) as eng:
         got = eng.run(feeds)["output"]  # numpy in → numpy out
         dev = eng.run({k: torch.from_numpy(v).cuda() for k, v in feeds.items()})["output"]
         assert dev.is_cuda
@@ -237,7 +239,7 @@ def test_trt_build_run_and_cache(tmp_path):
     plans = list((tmp_path / "engines" / "trt").glob("*.frtc"))
     assert len(plans) == 1 and (tmp_path / "engines" / "trt" / "timing.cache").is_file()
     mtime = plans[0].stat().st_mtime_ns
-    with TensorrtEngine(Artifact(INSWAPPER_128, onnx_path), cfg) as eng:  # cache hit
+    with open_engine(TensorrtEngine, Artifact(INSWAPPER_128, onnx_path), cfg) as eng:  # cache hit
         np.testing.assert_allclose(eng.run(feeds)["output"], want, rtol=1e-5, atol=1e-5)
     assert plans[0].stat().st_mtime_ns == mtime
 

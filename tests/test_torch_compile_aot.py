@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from fusionrt.builders import parity
+from fusionrt.builders.aot import aot_fingerprint
+from fusionrt.builders.open import open_engine
 from fusionrt.engines.base import BatchProfile, EngineConfig
 from fusionrt.engines.registry import get_engine
-from fusionrt.pipeline.hybrid import sample_feeds
+from fusionrt.models.spec import sample_feeds
 
 torch = pytest.importorskip("torch")
 
@@ -27,11 +29,12 @@ def test_aot_package_is_built_once_and_reused(tmp_path):
     ref = get_engine("torch")(art).run(feeds)["output"]
     cfg = EngineConfig(batch=BatchProfile(1, 2, 4),
                        options={"aot": True, "cache_dir": str(tmp_path / "engines")})
-    first = get_engine("torch-compile")(art, cfg).load()
+    first = open_engine("torch-compile", art, cfg)
     assert first.aot_built is True
     out1 = first.run(feeds)["output"]
-    assert EngineCache(tmp_path / "engines").get(first.aot_fingerprint()) is not None
-    second = get_engine("torch-compile")(art, cfg).load()
+    assert EngineCache(tmp_path / "engines").get(
+        aot_fingerprint(type(first), first.artifact, first.config)) is not None
+    second = open_engine("torch-compile", art, cfg)
     assert second.aot_built is False  # loaded from the cache, not compiled again
     out2 = second.run(feeds)["output"]
     assert parity.psnr(ref, out1, 1.0) >= 50.0

@@ -261,3 +261,32 @@ def test_bls_pipeline_model_equals_in_process(repos, synthetic_home, monkeypatch
     bad = model.execute([pb.InferenceRequest("", [], [
         pb.Tensor("TARGET", grace), pb.Tensor("SOURCE", np.zeros((64, 64, 3), np.uint8))])])[0]
     assert bad.has_error() and "no face" in bad.error().message()
+
+
+@pytest.mark.slow
+def test_bls_pipeline_model_drives_the_one_swapper(repos, synthetic_home, monkeypatch, astronaut,
+                                                   grace):
+    """Triton's pipeline model runs no stage itself: every stage of a request is a call into the
+    ``FaceSwapper``'s kernel set (recorded here), whose engines are BLS requests."""
+    from google.protobuf import json_format
+    root = repos["onnxruntime", "fp32"]
+    pb = fake_pb_utils(root)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    spec = importlib.util.spec_from_file_location("bls_model2", root / PIPELINE / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    cfg = json_format.MessageToDict(parse(root / PIPELINE / "config.pbtxt"),
+                                    preserving_proto_field_name=True)
+    model.initialize({"model_config": json.dumps(cfg),
+                      "model_repository": str(root / PIPELINE)})
+    kernels, calls = model.swapper.kernels, []
+    for name in ("detect", "embed", "swap", "paste"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    assert {e.name for e in kernels.engines} == {"triton-bls"}
+    req = pb.InferenceRequest("", [], [pb.Tensor("TARGET", grace), pb.Tensor("SOURCE", astronaut)])
+    resp = model.execute([req, req])
+    assert not resp[0].has_error() and not resp[1].has_error()
+    assert calls[:2] == ["detect", "embed"]  # the source identity, once for both requests
+    assert calls[2:] == ["detect", "swap", "paste"]  # both requests in one batch

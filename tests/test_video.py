@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import threading
 from fractions import Fraction
@@ -14,22 +13,13 @@ import numpy as np
 import pytest
 
 from fusionrt.errors import InputError, OutputError
-from fusionrt.pipeline.video import io as video
+from fusionrt.pipeline.video import encode
 from fusionrt.pipeline.video.io import iter_frames, probe, process_video
+from videos import make_test_video  # tests/videos.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, FPS, SECONDS = (320, 240), 25, 1.2
 N = round(FPS * SECONDS)  # 30 frames
-
-
-def _load_maker():
-    spec = importlib.util.spec_from_file_location("make_test_video", ROOT / "scripts" / "make_test_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-make_test_video = _load_maker().make_test_video
 
 
 @pytest.fixture(scope="session")
@@ -249,7 +239,7 @@ def test_keyboard_interrupt_leaves_no_output(clip, tmp_path):
 
 
 def test_encoder_failing_mid_video_is_an_output_error(clip, tmp_path, monkeypatch):
-    real, calls = video._to_video_frame, []
+    real, calls = encode.to_video_frame, []  # each frame's hand-over to the encoder thread
 
     def failing(*args):
         calls.append(1)
@@ -257,9 +247,10 @@ def test_encoder_failing_mid_video_is_an_output_error(clip, tmp_path, monkeypatc
             raise av.FFmpegError(28, "No space left on device")
         return real(*args)
 
-    monkeypatch.setattr(video, "_to_video_frame", failing)
+    monkeypatch.setattr(encode, "to_video_frame", failing)
     with pytest.raises(OutputError, match="encoding failed .No space left on device"):
         process_video(clip, tmp_path / "o.mp4", lambda f: f, progress=False)
+    assert len(calls) == 12  # failed at the 12th frame, mid-video
     assert list(tmp_path.iterdir()) == []
     assert _no_pipeline_threads()
 

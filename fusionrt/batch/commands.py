@@ -6,15 +6,22 @@ Ray is imported only when the command runs, so ``fusionrt --help`` works without
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..pipeline.image_io import read_image
-from ..pipeline.pipeline import SWAPPER_CHOICES, PipelineConfig
+from ..pipeline.plan import (PRECISIONS, SWAPPER_CHOICES, PipelineConfig, device_kind,
+                             engine_help, parse_engine_spec)
 from .jobs import plan_job
 
 log = logging.getLogger(__name__)
+
+# --path → the settings' kernels ("auto": the plan's choice, device kernels on CUDA)
+PATH_KERNELS = {"auto": "auto", "cpu": "host", "gpu": "device"}
+
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,18 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="JSON report path (a .md twin is written beside it); "
                                     "default OUT/batch_report.json")
     p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES)
-    p.add_argument("--engine", help="as in 'swap'; default ort-cpu, or ort-cuda with GPU workers")
-    p.add_argument("--device", help="default cpu, or cuda with GPU workers (the GPU Ray assigned)")
+    p.add_argument("--engine", default="default", help=engine_help())
+    p.add_argument("--device", help="default cpu, or cuda with --gpus-per-worker > 0 (the GPU "
+                                    "Ray assigned to the worker)")
     p.add_argument("--det-size", type=int, default=640, help="detector input size")
     p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF)")
-    p.add_argument("--path", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="gpu: each worker runs the GPU video path (batched, overlapped; needs "
-                        "torch and a neural swapper); cpu: the per-frame pipeline; auto (default): "
-                        "gpu with --gpus-per-worker > 0 and a neural swapper, else cpu")
-    p.add_argument("--batch", type=int, default=16, help="GPU path: frames per GPU batch")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"),
-                   help="GPU path: generator precision on torch engines")
-    p.add_argument("--preset", default="veryfast", help="GPU path: x264 preset")
+    p.add_argument("--path", choices=tuple(PATH_KERNELS), default="auto",
+                   help="gpu: the device kernels (frames stay on the GPU; needs torch and a "
+                        "neural swapper); cpu: the host kernels (numpy/OpenCV); auto (default): "
+                        "gpu on a CUDA --device with a neural swapper, else cpu")
+    p.add_argument("--batch", type=int, default=16,
+                   help="frames per batch of the video loop (and crops per generator call)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="generator precision (on engines that support it)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset of the written videos")
     p.add_argument("--allow-synthetic", action="store_true",
                    help="allow random-weight test models (output is garbage)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
@@ -71,21 +80,28 @@ def _check(args: argparse.Namespace) -> None:
                          "expected > 0 / >= 0 / >= 0")
 
 
-def gpu_path_settings(pipeline: PipelineConfig, batch: int, precision: str, preset: str,
-                      engine: str | None = None):
-    """(GpuConfig, RunnerConfig) of workers on the GPU video path; checks them here, before a
-    cluster starts (importing the GPU path needs torch). ``engine`` None: the GPU path's own
-    per-stage defaults."""
+def path_settings(pipeline: PipelineConfig, path: str = "auto", batch: int = 16,
+                  precision: str = "fp32", preset: str = "veryfast") -> tuple[PipelineConfig, Any]:
+    """(PipelineConfig, VideoConfig) of the workers for ``--path``, checked here, before a
+    cluster starts (the device kernels need torch). The classic swapper runs on the host
+    kernels only: ``auto`` picks them for it, ``gpu`` refuses it."""
     if batch < 1:
         raise InputError(f"--batch {batch} | expected >= 1")
-    from ..pipeline.device import require_torch
-    require_torch()
-    from ..pipeline.video.loop import RunnerConfig
-    from ..pipeline.device.swapper import GpuConfig
-    gpu = GpuConfig.from_pipeline(pipeline, gen_batch=batch, precision=precision,
-                                  engine=engine or GpuConfig.engine)
-    gpu.check()
-    return gpu, RunnerConfig(batch=batch, preset=preset)
+    if path not in PATH_KERNELS:
+        raise InputError(f"--path {path} | unknown; expected one of: {', '.join(PATH_KERNELS)}")
+    if path == "gpu" and pipeline.swapper == "classic":
+        raise InputError("--path gpu | the classic swapper runs on the CPU path only; expected a "
+                         "neural --swapper (or --path cpu)")
+    kernels = "host" if path == "auto" and pipeline.swapper == "classic" else PATH_KERNELS[path]
+    settings = dataclasses.replace(pipeline, kernels=kernels, gen_batch=batch,
+                                   precision=precision)
+    settings.check()
+    parse_engine_spec(settings.engine)  # an unknown engine or stage: refused before Ray starts
+    if kernels == "device" or (kernels == "auto" and device_kind(settings.device) == "cuda"):
+        from ..pipeline.device import require_torch
+        require_torch()
+    from ..pipeline.video.loop import VideoConfig
+    return settings, VideoConfig(batch=batch, preset=preset)
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -98,25 +114,15 @@ def run_batch_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_job(args.inputs, out, args.segment_seconds)
-    gpu = args.gpus_per_worker > 0
-    path = args.path
-    if path == "auto":
-        path = "gpu" if gpu and args.swapper != "classic" else "cpu"
-    if path == "gpu" and args.swapper == "classic":
-        raise InputError("--path gpu | the classic swapper runs on the CPU path only; expected a "
-                         "neural --swapper (or --path cpu)")
-    pipeline = PipelineConfig(swapper=args.swapper, engine=args.engine or ("ort-cuda" if gpu else "ort-cpu"),
-                              device=args.device or ("cuda" if gpu else "cpu"), det_size=args.det_size,
-                              allow_synthetic=args.allow_synthetic)
-    gpu_cfg = runner = None
-    if path == "gpu":
-        gpu_cfg, runner = gpu_path_settings(pipeline, args.batch, args.precision, args.preset,
-                                            engine=args.engine)
+    pipeline = PipelineConfig(swapper=args.swapper, engine=args.engine,
+                              device=args.device or ("cuda" if args.gpus_per_worker > 0 else "cpu"),
+                              det_size=args.det_size, allow_synthetic=args.allow_synthetic)
+    pipeline, video = path_settings(pipeline, args.path, args.batch, args.precision, args.preset)
     config = BatchConfig(source=args.source, pipeline=pipeline, address=args.address,
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, retries=args.retries, crf=args.crf,
                          ray_init={"num_cpus": args.num_cpus} if args.num_cpus and not args.address else {},
-                         gpu=gpu_cfg, runner=runner)
+                         video=video)
     todo = [p for p in plans if p.status == "todo"]
     skipped = sum(p.status == "skipped" for p in plans)
     print(f"{len(plans)} inputs: {len(todo)} to do, {skipped} already finished, "

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import EngineError, InputError
-from ..pipeline.pipeline import PipelineConfig
+from ..pipeline.plan import PipelineConfig
 from .jobs import InputPlan, ItemReport, JobReport, WorkerReport, WorkItem, clean_partials
 from .workers import import_ray, remote_worker_class
 
@@ -42,7 +42,10 @@ class BatchConfig:
     cores in the cluster. ``retries``: extra attempts for an item whose failure a retry may fix
     (a crash, a dead worker); corrupt inputs fail at once. ``in_flight``: items queued on each
     worker, so the next one starts while the driver books the last. ``ray_init``: extra
-    ``ray.init`` arguments (``num_cpus``, ``_temp_dir``, …).
+    ``ray.init`` arguments (``num_cpus``, ``_temp_dir``, …). ``pipeline.kernels`` picks each
+    worker's path (``device``: frames stay on the GPU; ``host``: numpy/OpenCV; ``auto``: device
+    kernels on CUDA); ``video``: the video loop's settings (``VideoConfig``: batch, encoders,
+    preset; default ``VideoConfig()``), with ``crf`` and the worker's cores put in.
     """
 
     source: str
@@ -56,8 +59,7 @@ class BatchConfig:
     in_flight: int = 2
     start_timeout_s: float = 600.0
     ray_init: dict = field(default_factory=dict)
-    gpu: Any = None      # a GpuConfig: workers run the GPU video path (pipeline is then unused)
-    runner: Any = None   # the GPU path's RunnerConfig (batch, encoders, preset)
+    video: Any = None    # a VideoConfig (pipeline.video.loop); None: its defaults
 
 
 @dataclass
@@ -124,9 +126,10 @@ class _Driver:
         self.inflight: dict[Any, tuple[WorkItem, _Slot, Any, str]] = {}
         self.workers: list[WorkerReport] = []
         self.restarts = 0
+        self.plan: dict | None = None  # the first ready worker's kernels and stage plan
         env = {k: os.environ[k] for k in ("FUSIONRT_HOME",) if k in os.environ}
         self.actor_args = (config.source, config.pipeline, config.crf,
-                           max(1, int(config.cpus_per_worker)), env, config.gpu, config.runner)
+                           max(1, int(config.cpus_per_worker)), env, config.video)
         self.cls = remote_worker_class(config.cpus_per_worker, config.gpus_per_worker)
         self.tag = f"fusionrt-batch-{os.getpid()}-{int(time.time())}"
         self.slots: list[_Slot] = []
@@ -155,6 +158,8 @@ class _Driver:
                 self._replace(s)  # the replacement starts in the background with its first item
                 continue
             s.report.host = info["host"]
+            if self.plan is None and info.get("plan") is not None:
+                self.plan = {"kernels": info["kernels"], "stages": info["plan"]}
             if err := info["error"]:  # e.g. no face in the source: every worker would fail
                 cls = getattr(errors, err["error_type"], None)
                 if isinstance(cls, type) and issubclass(cls, errors.FusionError):
@@ -298,10 +303,18 @@ def run_batch(config: BatchConfig, plans: list[InputPlan],
                 "cpus_per_worker": config.cpus_per_worker, "gpus_per_worker": config.gpus_per_worker,
                 "retries": config.retries, "ray": ray.__version__,
                 "pipeline": {k: v for k, v in asdict(config.pipeline).items()
-                             if k in ("swapper", "engine", "device", "det_size", "select")},
-                "path": "gpu" if config.gpu is not None else "cpu"}
-    if config.gpu is not None:
-        settings["gpu"] = {k: v for k, v in asdict(config.gpu).items()
-                           if k in ("swapper", "engine", "device", "precision", "gen_batch")}
+                             if k in ("swapper", "engine", "device", "kernels", "det_size",
+                                      "select", "precision")}}
+    # what the workers' plan chose (kernels "auto" and engine "default" resolved there)
+    kernels = driver.plan["kernels"] if driver.plan else config.pipeline.kernels
+    settings["path"] = {"device": "gpu", "host": "cpu"}.get(kernels, kernels)
+    if driver.plan:
+        settings["plan"] = driver.plan["stages"]
+    if kernels == "device":
+        settings["gpu"] = {k: v for k, v in asdict(config.pipeline).items()
+                           if k in ("precision", "gen_batch", "cuda_graphs")}
+    if config.video is not None:
+        settings["video"] = {k: v for k, v in asdict(config.video).items()
+                             if k in ("batch", "encoders", "preset")}
     return JobReport(list(driver.reports.values()), driver.workers, time.perf_counter() - t0,
                      driver.restarts, settings)

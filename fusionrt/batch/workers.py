@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, FusionError, InputError, ModelError, NoFaceError
-from ..pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+from ..pipeline.plan import PipelineConfig
 from .jobs import WorkItem
 from .segments import cut_segment, stitch
 
@@ -42,58 +42,59 @@ def import_ray() -> Any:
 
 
 class SwapWorker:
-    """Holds a warm swapper with the source face set; swaps one item per call: the per-frame
-    ``FaceSwapPipeline``, or with ``gpu`` the GPU video path (``GpuSwapper``: batched detection,
-    generation and paste-back on the device, decode/encode overlapped by ``swap_video``).
+    """Holds one warm ``FaceSwapper`` with the source face set and swaps one item per call with
+    it: images through ``process_frame``, videos and segments through the video loop
+    (``transcode``: decode, swap and encode overlapped). The settings' ``kernels`` pick the
+    path: ``device`` keeps frames on the GPU, ``host`` runs numpy/OpenCV on the CPU.
 
     Args:
         name: the worker's name in reports.
         source: the source face image (a path every node can read).
         config: the pipeline settings (device "cuda" means the GPU Ray assigned to this actor).
         crf: x264 quality of the written videos.
-        threads: OpenCV threads (the CPU cores this worker was given).
+        threads: OpenCV threads, engine threads (unless ``config.threads`` is set) and the video
+            loop's decoder/encoder cores: the CPU cores this worker was given.
         env: environment to set before loading models (e.g. FUSIONRT_HOME).
-        gpu: a ``GpuConfig``: use the GPU video path with these settings.
-        runner: the GPU path's ``RunnerConfig`` (batch, encoders, preset); its crf is ``crf``.
+        video: the video loop's settings (batch, encoders, preset); its crf is ``crf`` and its
+            cores ``threads``.
     """
 
     def __init__(self, name: str, source: str, config: PipelineConfig, crf: int = 18,
-                 threads: int = 1, env: dict[str, str] | None = None, gpu: Any = None,
-                 runner: Any = None):
+                 threads: int = 1, env: dict[str, str] | None = None, video: Any = None):
         os.environ.update(env or {})
         self.name, self.crf = name, crf
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.setup_error: dict | None = None
-        self.pipe: FaceSwapPipeline | None = None
-        self.gpu = None
-        self.runner = runner
+        self.swapper: Any = None  # a FaceSwapper once loaded
         t0 = time.perf_counter()
         try:
             import cv2
 
             from ..pipeline.image_io import read_image
+            from ..pipeline.swapper import FaceSwapper
+            from ..pipeline.video.loop import VideoConfig
             cv2.setNumThreads(max(1, threads))
+            self.video = dataclasses.replace(video or VideoConfig(), crf=crf,
+                                             cores=max(1, threads))
             image = read_image(source, role="source")
-            if gpu is not None:
-                from ..pipeline.video.loop import RunnerConfig
-                from ..pipeline.device.swapper import GpuSwapper
-                self.runner = dataclasses.replace(runner or RunnerConfig(), crf=crf,
-                                                  cores=max(1, threads))
-                self.gpu = GpuSwapper(gpu)
-                self.gpu.set_source(image, source)
-            else:
-                if config.threads is None:  # engines use this worker's cores, not the machine's
-                    config = dataclasses.replace(config, threads=max(1, threads))
-                self.pipe = FaceSwapPipeline(config)
-                self.pipe.set_source(image, source)
+            if config.threads is None:  # engines use this worker's cores, not the machine's
+                config = dataclasses.replace(config, threads=max(1, threads))
+            self.swapper = FaceSwapper.open(config)
+            self.swapper.set_source(image, source)
         except Exception as e:  # noqa: BLE001 - reported to the driver, which stops the job
             self.setup_error = _failure(e)
+            if self.swapper is not None:
+                self.swapper.close()
+                self.swapper = None
         self.setup_s = time.perf_counter() - t0
 
     def ready(self) -> dict:
-        """Who and where this worker is, and the setup error if the pipeline did not load."""
+        """Who and where this worker is, what its plan runs (stage → engine and why), and the
+        setup error if the swapper did not load."""
+        plan = self.swapper.plan if self.swapper is not None else None
         return {"name": self.name, "host": self.host, "pid": self.pid, "setup_s": self.setup_s,
-                "error": self.setup_error}
+                "error": self.setup_error, "kernels": plan.kernels if plan else None,
+                "plan": self.swapper.describe() if plan else None}
 
     def process(self, item: WorkItem) -> dict:
         """Do one work item; never raises. The result says ok/frames/faces/seconds or the error."""
@@ -115,20 +116,16 @@ class SwapWorker:
     def _do_image(self, item: WorkItem) -> tuple[int, int]:
         from ..pipeline.image_io import read_image, write_image
         image = read_image(item.src, role="input")
-        out, n = self.gpu.swap_image(image) if self.gpu else self.pipe.process_frame(image)
+        out, n = self.swapper.process_frame(image)
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
         write_image(item.dst, out)
         return 1, n
 
     def _do_video(self, item: WorkItem, src: str | None = None) -> tuple[int, int | None]:
+        from ..pipeline.video.loop import transcode
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
-        if self.gpu is not None:
-            from ..pipeline.video.loop import swap_video
-            stats = swap_video(src or item.src, item.dst, self.gpu, self.runner)
-            return stats.frames, stats.faces
-        from ..pipeline.video.io import process_video
-        stats = process_video(src or item.src, item.dst, self.pipe.process_frame, crf=self.crf,
-                              progress=False)
+        stats = transcode(src or item.src, item.dst, self.swapper.frame_stage(self.video.batch),
+                          self.video)
         return stats.frames, stats.faces_total
 
     def _do_segment(self, item: WorkItem) -> tuple[int, int | None]:

@@ -4,7 +4,7 @@ Torch engines run the FP32 module with ``precision`` as autocast (FP16); they ha
 ONNX engines (ort-*, trt) load a converted graph — precision lives in the graph:
   * the gated artifact ``fusionrt build MODEL --precision P`` wrote beside the FP32 file
     (``<stem>.<P>.onnx``, gate figures in ``<stem>.<P>.gate.json`` with ``--report``), if any;
-  * else FP16 is built and gated now (``fusionrt.builders.commands.build_artifact``: the FP16
+  * else FP16 is built and gated now (``fusionrt.pipeline.artifacts.build_artifact``: the FP16
     converter of ``fusionrt.builders.fp16`` + ``fusionrt.builders.gate``); a refused artifact makes the
     row unavailable with the gate's figures;
   * INT8 is never built implicitly (its calibration needs the user's face crops): without the
@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..engines.base import Artifact
+from ..models.spec import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
     gated artifacts, so nothing else mistakes it for one)."""
     from .._fs import sha256_file
     from ..builders.fp16 import convert_fp16
-    from ..models.store import fusionrt_home
+    from ..runtime.home import fusionrt_home
     src = Path(base.onnx_path)
     out = fusionrt_home() / "bench" / "artifacts" / f"{src.stem}.{sha256_file(src)[:16]}.fp16.onnx"
     t0 = time.perf_counter()
@@ -141,10 +141,10 @@ def _ungated_fp16(base: Artifact) -> tuple[Path, float]:
 
 def _build(model: str, precision: str, allow_synthetic: bool) -> tuple[Any, float]:
     try:
-        from ..builders.commands import build_artifact
+        from ..pipeline.artifacts import build_artifact
     except ImportError as e:
-        raise Unavailable(f"{precision.upper()} builder (fusionrt.builders) not usable in this "
-                          f"build: {e}") from None
+        raise Unavailable(f"{precision.upper()} builder (fusionrt.pipeline.artifacts) not usable "
+                          f"in this build: {e}") from None
     from ..errors import FusionError
     t0 = time.perf_counter()
     try:

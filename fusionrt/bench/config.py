@@ -11,7 +11,6 @@ from ..errors import InputError
 from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
 
 SCHEMA = "fusionrt.bench/1"
-TORCH_ENGINES = ("torch", "torch-compile")
 BUILD_ENGINES = ("torch-compile", "ort-trt", "trt")  # compile/build per shape: run them last
 PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE = "ort-cpu"
@@ -82,13 +81,19 @@ def cuda_reason() -> str | None:
     return None
 
 
-def gpu_mem_figure(mem: dict, engine: str) -> float | None:
+def casts_precision(cls: Any) -> bool:
+    """The torch engines: they apply fp16/bf16 to the FP32 module themselves (autocast or the
+    keep-list cast) and allocate through torch; the others run the precision of their graph."""
+    return len(getattr(cls, "precisions", ("fp32",))) > 1
+
+
+def gpu_mem_figure(mem: dict, torch_memory: bool) -> float | None:
     """The table's figure: NVML's whole-device delta where NVML works (sees every allocator),
-    else torch's allocator peak for the torch engines only (for ONNX Runtime or TensorRT it
-    would count just the input/output buffers)."""
+    else torch's allocator peak for the torch engines only (``torch_memory``; for ONNX Runtime
+    or TensorRT it would count just the input/output buffers)."""
     if mem.get("nvml_used_delta_mb") is not None:
         return mem["nvml_used_delta_mb"]
-    return mem.get("torch_max_allocated_mb") if engine in TORCH_ENGINES else None
+    return mem.get("torch_max_allocated_mb") if torch_memory else None
 
 
 def fresh_dynamo(limit: int = 64) -> None:
@@ -106,15 +111,16 @@ def fresh_dynamo(limit: int = 64) -> None:
                 pass
 
 
-def load_note(engine: str) -> str:
-    if engine == "torch-compile":
+def load_note(cls: Any) -> str:
+    """What a row's cold load includes, from the engine class's capabilities."""
+    if cls.compiles:
         from ..engines.torch_compile import enable_compile_cache
         return (f"cold includes Inductor compile (Dynamo reset before each group); warm = new "
                 f"instance in the same process, persistent FX-graph cache at "
                 f"{enable_compile_cache()}; each batch size compiles once more in its warm-up")
-    if engine in ("ort-trt", "trt"):
+    if cls.fixed_batch_profile:  # TensorRT: native, or ONNX Runtime's EP
         return "cold includes the TensorRT engine build unless the engine cache already held it"
-    if engine == "ort-cuda":
+    if cls.accepts_stream:  # ONNX Runtime CUDA
         return "first run includes cuDNN's exhaustive convolution search"
     return ""
 

@@ -1,4 +1,4 @@
-"""The whole-pipeline rows: ``FaceSwapPipeline.process_frame`` on one frame (batch 1), timed
+"""The whole-pipeline rows: ``FaceSwapper.process_frame`` on one frame (batch 1), timed
 with the same method as the model rows, parity against the same pipeline on ``ort-cpu``.
 
 The pipeline takes one engine for every stage and runs it on that engine's first device; it has
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import FusionError
 from .artifacts import Unavailable
-from .config import REFERENCE, TORCH_ENGINES, cuda_reason
+from .config import REFERENCE, casts_precision, cuda_reason
 from ..runtime.machine import MemoryProbe
 from .stages import SYNTHETIC_NOTE, read_images
 
@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 def _classes():
     try:
-        from ..pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+        from ..pipeline import plan
+        from ..pipeline.swapper import FaceSwapper
     except ImportError as e:
-        raise Unavailable(f"fusionrt.pipeline.pipeline not usable in this build: {e}") from None
-    return FaceSwapPipeline, PipelineConfig
+        raise Unavailable(f"fusionrt.pipeline not usable in this build: {e}") from None
+    return FaceSwapper, plan
 
 
 def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
@@ -42,17 +43,17 @@ def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pipeline(cfg: "BenchConfig", store, engine: str):
-    FaceSwapPipeline, PipelineConfig = _classes()
+    FaceSwapper, plan = _classes()
     device = cfg.device if engine != "ort-cpu" else "cpu"
-    pcfg = PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine, device=device,
-                          allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
-    # The pipeline's synthetic-weights banner would repeat on every build; the rows and the
+    pcfg = plan.PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine, device=device,
+                               allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
+    # The plan's synthetic-weights banner would repeat on every build; the rows and the
     # report header carry the synthetic note instead.
-    plog = logging.getLogger(FaceSwapPipeline.__module__)
+    plog = logging.getLogger(plan.__name__)
     level = plog.level
     plog.setLevel(logging.ERROR)
     try:
-        return FaceSwapPipeline(pcfg, store=store)
+        return FaceSwapper.open(pcfg, store=store)
     finally:
         plog.setLevel(level)
 
@@ -138,7 +139,7 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
                                  "warm = build all stages again (same process)"})
         row["notes"] += [f"faces swapped per frame: {faces}",
                          "stages: " + "; ".join(f"{k}: {v}" for k, v in pipe.describe().items())]
-        if g.engine in TORCH_ENGINES:
+        if casts_precision(cls):  # the torch engines
             row["notes"].append("the real detector runs as a native torch module loaded from "
                                 "its ONNX on torch engines")
         r._run_row(g, row, 1, runner_engine, timer, probe, {}, "cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..builders.open import open_engine
 from ..engines.base import EngineConfig
 from ..models.spec import ModelSpec
 from ..models.zoo import get_spec
@@ -52,7 +53,7 @@ class References:
                 base = self.store.resolve(STAGES[stage].model, allow_synthetic=c.allow_synthetic)
                 size = c.detect_size if stage == "detect" else STAGES[stage].size
                 feeds = slice_feeds(self.feeds(stage, base.spec, size), self.items)
-                with self.lookup(REFERENCE)(base, EngineConfig("cpu", "fp32")) as eng:
+                with open_engine(self.lookup(REFERENCE), base, EngineConfig("cpu", "fp32")) as eng:
                     ref = outputs_to_numpy(eng.run(feeds), self.items)
             self._refs[stage] = (ref, None)
         except Exception as e:  # the row still has its timing; parity says why it is missing

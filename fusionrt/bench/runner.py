@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..builders.open import open_engine
 from ..engines.base import BatchProfile, EngineConfig
 from ..engines.registry import get_engine
 from ..errors import FusionError
@@ -23,7 +24,7 @@ from ..models.store import ModelStore
 from . import artifacts
 from .artifacts import Unavailable
 from ..runtime.machine import MemoryProbe, machine_info
-from .config import (BUILD_ENGINES, PRECISIONS, REFERENCE, SCHEMA, TORCH_ENGINES, BenchConfig,
+from .config import (BUILD_ENGINES, PRECISIONS, REFERENCE, SCHEMA, BenchConfig, casts_precision,
                      cuda_reason, engine_device, fresh_dynamo, gpu_mem_figure, load_note)
 from .reference import References
 from .stages import STAGES, SYNTHETIC_NOTE, read_images, slice_feeds
@@ -182,13 +183,14 @@ class BenchRunner:
         c = self.cfg
         try:
             cls, device = self._prepare(g)  # cheap facts first: they beat "skipped"
-            if (why := artifacts.static_reason(g.engine, g.precision, g.engine in TORCH_ENGINES)):
+            casts = casts_precision(cls)  # torch engines: precision is autocast, no graph
+            if (why := artifacts.static_reason(g.engine, g.precision, casts)):
                 raise Unavailable(why)
             if (why := self._over_budget()):
                 return self._close_rows(g.rows, "skipped", why)
             base = self.store.resolve(STAGES[g.stage].model, allow_synthetic=c.allow_synthetic)
             art, info = artifacts.for_precision(base, g.engine, g.precision,
-                                                torch_engine=g.engine in TORCH_ENGINES,
+                                                torch_engine=casts,
                                                 allow_synthetic=c.allow_synthetic)
         except (Unavailable, FusionError) as e:
             return self._close_rows(g.rows, "unavailable", str(e))
@@ -203,15 +205,15 @@ class BenchRunner:
         size = STAGES[g.stage].size if g.stage != "detect" else c.detect_size
         feeds_np = self.refs.feeds(g.stage, base.spec, size)
         feeds_np = {t.name: feeds_np[t.name].astype(t.dtype) for t in art.spec.inputs}
-        options = {"dims": {"H": size, "W": size}} if (
-            g.stage == "detect" and g.engine in ("trt", "ort-trt")) else {}
+        # the detector's square input fixes H and W (TensorRT profiles; other engines ignore it)
+        options = {"dims": {"H": size, "W": size}} if g.stage == "detect" else {}
         prof = BatchProfile(min(g.batches), max(g.batches), max(g.batches))
         if cls.fixed_batch_profile:
             for r in g.rows:
                 r["notes"].append(f"one batch profile for all rows: min:opt:max = {prof}")
         config = EngineConfig(device=device, precision=g.precision, batch=prof, options=options)
         feed_device = device
-        if g.engine == "torch-compile":
+        if cls.compiles:
             fresh_dynamo()
         timer = self.timer_factory(device)
         probe = MemoryProbe(device)
@@ -241,20 +243,18 @@ class BenchRunner:
         """Cold load + first run, close, warm load (a fresh instance, same process)."""
         key = RowKey(g.stage, g.engine, g.precision, g.batches[0])
         feeds = self._device_feeds(slice_feeds(feeds_np, g.batches[0]), feed_device)
-        cold = cls(art, config)
+        cold_load, cold = timer.time_once(lambda: open_engine(cls, art, config), key)
         try:
-            cold_load, _ = timer.time_once(cold.load, key)
             if getattr(cold, "fell_back", False):  # ort-trt without TensorRT libraries
                 self.fell_back[g.engine] = FELL_BACK
                 raise Unavailable(FELL_BACK)
             cold_first, _ = timer.time_once(lambda: cold.run(feeds), key)
         finally:
             cold.close()
-        warm = cls(art, config)
-        warm_load, _ = timer.time_once(warm.load, key)
+        warm_load, warm = timer.time_once(lambda: open_engine(cls, art, config), key)
         load = {"artifact_build_ms": info.get("build_ms"), "cold_load_ms": cold_load,
                 "cold_first_run_ms": cold_first, "warm_load_ms": warm_load,
-                "warm_first_run_ms": None, "note": load_note(g.engine)}
+                "warm_first_run_ms": None, "note": load_note(cls)}
         for r in g.rows:
             r["load"] = load
         return load, warm
@@ -278,7 +278,7 @@ class BenchRunner:
             row.update(status="ok", reason=None, timer=timing.source, runs=timing.runs,
                        first_run_ms=first, latency_ms=summarize(timing.latency_ms),
                        wall_ms=summarize(timing.wall_ms), mem=mem,
-                       gpu_mem_mb=gpu_mem_figure(mem, g.engine),
+                       gpu_mem_mb=gpu_mem_figure(mem, casts_precision(self.lookup(g.engine))),
                        fps=(batch * timing.runs / timing.total_wall_s
                             if timing.total_wall_s else None))
             if runs < c.runs:

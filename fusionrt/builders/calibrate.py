@@ -1,7 +1,8 @@
 """Calibration sets: face crops made the way a model sees them at run time, stored as ``.npz``.
 
+The crops come from the pipeline's stages (``fusionrt.pipeline.artifacts.build_calibration_set``:
 detect (RetinaFace) → align (the model's template and size) → crop; generators also get a source
-latent per crop (the ArcFace embedding of *another* sampled face, mapped as the model expects:
+latent per crop, the ArcFace embedding of *another* sampled face, mapped as the model expects:
 ``emap`` for inswapper, L2-norm for SimSwap). Sampling is seeded: the same images, count and seed
 give the same set byte for byte. Crops are stored as uint8 BGR (a 1000-crop 256² set is ~200 MB
 as float32, ~20 MB compressed uint8); ``CalibrationSet.feeds`` applies the model's preprocessing.
@@ -14,7 +15,6 @@ a test set; it is *not* a diverse set and INT8 ranges calibrated on it fit those
 from __future__ import annotations
 
 import json
-import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +23,8 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from ..errors import InputError, ModelError, NoFaceError
+from ..errors import InputError
 from ..models.spec import ModelSpec
-from ..models.zoo import get_spec
-
-log = logging.getLogger(__name__)
 
 FORMAT = "fusionrt.calibration/1"
 DETECT_SIZE = 640  # detector calibration frames: letterboxed to the detector's default input
@@ -123,31 +120,7 @@ def load_calibration(path: Path | str) -> CalibrationSet:
     return CalibrationSet(meta["model"], crops, latents, meta)
 
 
-# -- sources ---------------------------------------------------------------------------------
-
-def iter_sources(source: Path | str, max_frames: int) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, BGR frame) from a folder of images (sorted by name) or a video (evenly spaced
-    frames, at most ``max_frames``)."""
-    from ..pipeline.image_io import IMAGE_EXTS, read_image
-    src = Path(source)
-    if src.is_dir():
-        files = sorted(f for f in src.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise InputError(f"calibration images '{src}' | no images ({', '.join(IMAGE_EXTS)}) "
-                             "in the folder; expected 500-1000 face photos")
-        for f in files:
-            yield f.name, read_image(f, "calibration image")
-        return
-    if not src.exists():
-        raise InputError(f"calibration source '{src}' | not found; expected a folder of face "
-                         "images or a video file")
-    from ..pipeline.video.io import iter_frames, probe
-    info = probe(src)  # InputError for unreadable/non-video files
-    step = max(1, info.frames // max(1, max_frames))
-    for i, frame in enumerate(iter_frames(src)):
-        if i % step == 0:
-            yield f"{src.name}#{i}", frame
-
+# -- augmentation and letterbox (used when the pipeline gathers crops) ---------------------
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random variant: horizontal flip, scale 0.8–1.2, rotation ±10°, brightness/contrast."""
@@ -173,121 +146,3 @@ def letterbox_uint8(image: np.ndarray, size: int, mean: Sequence[float]) -> np.n
     canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1
                                   else cv2.INTER_LINEAR)
     return canvas
-
-
-# -- building --------------------------------------------------------------------------------
-
-def _default_detector():
-    from ..engines.registry import get_engine
-    from ..models.store import ModelStore
-    from ..pipeline.host.detect import Detector
-    return Detector(get_engine("ort-cpu")(ModelStore().resolve("retinaface_mnet025")).load())
-
-
-def _default_embedder(allow_synthetic: bool):
-    from ..engines.registry import get_engine
-    from ..models.store import ModelStore
-    from ..pipeline.host.embed import Embedder
-    art = ModelStore().resolve("arcface_w600k_r50", allow_synthetic=allow_synthetic)
-    return Embedder(get_engine("ort-cpu")(art).load()), art.synthetic
-
-
-def build_calibration_set(model: str, source: Path | str, count: int = 1000, seed: int = 0, *,
-                          do_augment: bool = False, detector=None, embedder=None,
-                          model_path: Path | None = None,
-                          allow_synthetic: bool = False) -> CalibrationSet:
-    """Detect → align → crop ``count`` faces from ``source`` for ``model``.
-
-    Args:
-        model: zoo name.
-        source: folder of images or a video file.
-        count: faces wanted; fewer are used (with a warning) unless ``do_augment`` fills up.
-        seed: sampling (and augmentation, and identity pairing) seed.
-        do_augment: top up with augmented variants of the source frames (test sets only).
-        detector / embedder: injected stages (default: RetinaFace and ArcFace on ort-cpu).
-        model_path: the model's ONNX file, for inswapper's ``emap`` (default: the store's).
-        allow_synthetic: let the default embedder use a synthetic ArcFace.
-
-    Raises:
-        InputError: empty folder, unreadable image or video. NoFaceError: no face anywhere.
-    """
-    spec = get_spec(model)
-    if count < 1:
-        raise InputError(f"calibration count | got {count}; expected >= 1")
-    rng = np.random.default_rng(seed)
-    detector = detector or _default_detector()
-    size = spec.preprocess.size[0] if spec.preprocess.size else DETECT_SIZE
-    frames = list(iter_sources(source, max_frames=count))
-    pool = _faces(spec, frames, detector, size)
-    if not pool:
-        raise NoFaceError(f"calibration source '{source}' | no face found in {len(frames)} "
-                          "image(s)/frame(s); expected photos or video with visible faces")
-    augmented = 0
-    if do_augment and len(pool) < count:
-        k = 0
-        while len(pool) < count and k < 4 * count:  # frames whose variant shows no face are skipped
-            name, img = frames[k % len(frames)]
-            found = _faces(spec, [(f"{name}~aug{k}", augment(img, rng))], detector, size)
-            pool += found[:1]
-            augmented += len(found[:1])
-            k += 1
-    if len(pool) < count:
-        log.warning("calibration: %d faces found, %d asked for; using %d (calibrate on 500-1000 "
-                    "faces for a representative set)", len(pool), count, len(pool))
-    idx = np.sort(rng.choice(len(pool), min(count, len(pool)), replace=False))
-    chosen = [pool[i] for i in idx]
-    crops = np.stack([c[1] for c in chosen])
-    latents, synthetic_id = None, None
-    if spec.task == "swap":
-        latents, synthetic_id = _latents(spec, chosen, rng, embedder, model_path, allow_synthetic)
-    meta = {"count": len(chosen), "seed": seed, "template": spec.template, "size": size,
-            "source": str(source), "frames": len(frames), "faces_found": len(pool) - augmented,
-            "augmented": augmented, "items": [c[0] for c in chosen],
-            "synthetic_embedder": synthetic_id,
-            "diverse": False if augmented else None}
-    log.info("calibration set for %s: %d crops (%d augmented) from %d frames",
-             model, len(chosen), sum("~aug" in c[0] for c in chosen), len(frames))
-    return CalibrationSet(model, crops, latents, meta)
-
-
-def _faces(spec: ModelSpec, frames, detector, size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """[(item name, model crop, 112px ArcFace crop)] for every face in ``frames``."""
-    from ..pipeline.host.align import warp_face
-    out = []
-    for name, img in frames:
-        if spec.task == "detect":
-            out.append((name, letterbox_uint8(img, size, spec.preprocess.mean), None))
-            continue
-        for j, face in enumerate(detector.detect(img)):
-            crop = warp_face(img, face.landmarks, spec.template, size)[0]
-            id_crop = warp_face(img, face.landmarks, "arcface_112", 112)[0] \
-                if spec.task == "swap" else None
-            out.append((f"{name}/face{j}", crop, id_crop))
-    return out
-
-
-def _latents(spec, chosen, rng, embedder, model_path, allow_synthetic):
-    """Each crop gets the identity of another sampled face (a swap never pairs a face with
-    itself), mapped as the generator expects."""
-    from ..pipeline.host.embed import l2norm
-    synthetic = None
-    if embedder is None:
-        embedder, synthetic = _default_embedder(allow_synthetic)
-    emb = np.concatenate([embedder.embed_crops([c[2] for c in chosen[i:i + 16]])
-                          for i in range(0, len(chosen), 16)])
-    n = len(chosen)
-    shift = int(rng.integers(1, n)) if n > 1 else 0
-    emb = emb[(np.arange(n) + shift) % n]
-    transform = spec.extra.get("source_transform", "l2norm")
-    if transform == "emap":
-        from ..pipeline.host.swap import read_emap
-        if model_path is None:
-            from ..models.store import ModelStore
-            model_path = ModelStore().resolve(spec.name, allow_synthetic=True).onnx_path
-        emb = l2norm(l2norm(emb) @ read_emap(Path(model_path)))
-    elif transform == "l2norm":
-        emb = l2norm(emb)
-    else:
-        raise ModelError(f"model '{spec.name}' | source_transform {transform!r}; expected "
-                         "'emap' or 'l2norm'")
-    return np.ascontiguousarray(emb, np.float32), synthetic

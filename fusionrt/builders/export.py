@@ -25,6 +25,7 @@ import numpy as np
 from .._fs import atomic_write_bytes
 from ..errors import EngineError, ModelError
 from ..models.spec import ModelSpec
+from ..runtime.machine import library_version
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def export_onnx(module: Any, spec: ModelSpec, out_path: Path | str, *, opset: in
     if simplify:
         model, simplified = _simplify(model, spec)
     _append_initializers(model, extra_initializers or {})
-    _write_metadata(model, spec, torch.__version__, opset, dynamic_batch, metadata or {})
+    _write_metadata(model, spec, library_version("torch"), opset, dynamic_batch, metadata or {})
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

@@ -8,6 +8,10 @@ Figures per task, on held-out inputs (never the crops INT8 was calibrated on):
 Thresholds: PSNR and ID-cosine are the project's (issue 5); the others are fusionrt's choice,
 set so that an FP16/INT8 build of a working model passes with margin. All are configurable.
 
+The gate takes what it needs from the pipeline as callables (``fusionrt.pipeline.artifacts.
+gate_inputs`` makes them): an FP32 ArcFace ``id_embed`` and the re-alignment ``id_crops`` for the
+identity cosine, the detector heads' ``decode`` for box IoU and landmark error.
+
 FP16 on the CPU: ONNX Runtime's CPU provider computes FP16 nodes in FP32 (it inserts Casts), so
 ``ort-cpu`` would not exercise FP16 arithmetic at all. For FP16 on a CPU engine the gate runs the
 ONNX reference evaluator (numpy, real FP16 rounding and overflow) when the model is small enough,
@@ -117,6 +121,13 @@ class GateReport:
 
 
 Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+#: 112px BGR ArcFace crops (float 0..255) -> embeddings (N, 512): an FP32 ArcFace.
+IdEmbed = Callable[[Sequence[np.ndarray]], np.ndarray]
+#: (generator spec, outputs (N, 3, S, S) RGB [0, 1]) -> those crops, re-aligned for ArcFace.
+IdCrops = Callable[[ModelSpec, np.ndarray], list[np.ndarray]]
+#: One image's raw detector heads (loc (A, 4), landmarks (A, 10)) and the anchors to decode
+#: (indices, K) -> (boxes (K, 4), landmarks (K, 5, 2)), normalised to the input.
+Decode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def make_runner(path: Path, spec: ModelSpec, engine: str = "ort-cpu") -> Runner:
@@ -128,9 +139,9 @@ def make_runner(path: Path, spec: ModelSpec, engine: str = "ort-cpu") -> Runner:
         from onnx.reference import ReferenceEvaluator
         ev = ReferenceEvaluator(onnx.load(str(path)))
         return lambda feeds: [np.asarray(o, np.float32) for o in ev.run(names, dict(feeds))]
-    from ..engines.base import Artifact
-    from ..engines.registry import get_engine
-    eng = get_engine(engine)(Artifact(spec, Path(path))).load()
+    from ..models.spec import Artifact
+    from .open import open_engine
+    eng = open_engine(engine, Artifact(spec, Path(path)))
     return lambda feeds: [np.asarray(eng.run(feeds)[n], np.float32) for n in names]
 
 
@@ -147,14 +158,17 @@ def gate_engine(precision: str, engine: str, path: Path) -> tuple[str, str | Non
 
 def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
              feeds: Sequence[Mapping[str, np.ndarray]], *, engine: str = "ort-cpu",
-             thresholds: Thresholds | None = None, id_embedder=None, synthetic: bool = False,
-             reference_runner: Runner | None = None,
+             thresholds: Thresholds | None = None, id_embed: IdEmbed | None = None,
+             id_crops: IdCrops | None = None, decode: Decode | None = None,
+             synthetic: bool = False, reference_runner: Runner | None = None,
              candidate_runner: Runner | None = None) -> GateReport:
     """Run ``feeds`` through the FP32 ``reference`` and the ``candidate`` and compare.
 
     Args:
-        id_embedder: an FP32 ``Embedder`` (ArcFace) for the swap models' identity cosine;
-            without it the ID figure fails as "not measured".
+        id_embed / id_crops: an FP32 ArcFace and the re-alignment of generator outputs to its
+            crops, for the swap models' identity cosine; without ``id_embed`` the ID figure
+            fails as "not measured".
+        decode: the detector heads' decoder (needed for detectors).
         reference_runner / candidate_runner: override how outputs are computed (torch FP16).
     """
     th = thresholds or thresholds_for(precision)
@@ -174,11 +188,11 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
     if not all(np.isfinite(g).all() for g in got_out):
         notes.append("candidate produced NaN/Inf values")
     if spec.task == "swap":
-        figs = _swap_figures(spec, ref_out[0], got_out[0], th, id_embedder, notes)
+        figs = _swap_figures(spec, ref_out[0], got_out[0], th, id_embed, id_crops, notes)
     elif spec.task == "embed":
         figs = [check("embed_cosine", _safe(cosine, ref_out[0], got_out[0]), th.embed_cosine)]
     elif spec.task == "detect":
-        figs = _detect_figures(spec, ref_out, got_out, th, notes)
+        figs = _detect_figures(spec, ref_out, got_out, th, decode, notes)
     else:
         raise ModelError(f"quality gate | task '{spec.task}' has no figures")
     if synthetic:
@@ -196,49 +210,37 @@ def _safe(fn, *a) -> float:
     return v if np.isfinite(v) or v == float("inf") else float("-inf")
 
 
-def _swap_figures(spec, ref, got, th: Thresholds, id_embedder, notes) -> list[Parity]:
+def _swap_figures(spec, ref, got, th: Thresholds, id_embed, id_crops, notes) -> list[Parity]:
     ref, got = np.clip(ref, 0, 1), np.clip(np.nan_to_num(got, nan=-1.0), -1, 2)
     figs = [check("psnr", _safe(psnr, ref, np.clip(got, 0, 1)), th.psnr)]
     figs.append(check("ssim", _safe(ssim, ref, np.clip(got, 0, 1)), th.ssim))
-    if id_embedder is None:
+    if id_embed is None:
         notes.append("identity cosine not measured: no FP32 ArcFace given (install "
                       "arcface_w600k_r50 or pass --allow-synthetic)")
         figs.append(check("id_cosine", float("-inf"), th.id_cosine))
         return figs
-    a, b = identity_crops(spec, ref), identity_crops(spec, np.clip(got, 0, 1))
-    ea, eb = id_embedder.embed_crops(a), id_embedder.embed_crops(b)
+    if id_crops is None:
+        raise ModelError("quality gate | id_embed given without id_crops (the re-alignment of "
+                         "generator outputs to ArcFace crops: fusionrt.pipeline.artifacts)")
+    a, b = id_crops(spec, ref), id_crops(spec, np.clip(got, 0, 1))
+    ea, eb = id_embed(a), id_embed(b)
     figs.append(check("id_cosine", _safe(cosine, ea, eb), th.id_cosine))
     return figs
 
 
-def identity_crops(spec: ModelSpec, out: np.ndarray) -> list[np.ndarray]:
-    """Generator outputs (N, 3, S, S) RGB [0, 1] → 112px BGR ArcFace crops (float 0..255),
-    re-aligned from the generator's template to ArcFace's."""
-    import cv2
-    from ..pipeline.host.align import ARCFACE_TEMPLATE_112, estimate_similarity, get_template
-    size = out.shape[-1]
-    m = estimate_similarity(get_template(spec.template).at(size), ARCFACE_TEMPLATE_112.points)
-    imgs = out.transpose(0, 2, 3, 1)[..., ::-1] * 255.0
-    return [cv2.warpAffine(np.ascontiguousarray(i, np.float32), m, (112, 112),
-                           flags=cv2.INTER_LINEAR) for i in imgs]
-
-
-def _detect_figures(spec, ref, got, th: Thresholds, notes) -> list[Parity]:
-    from ..pipeline.host.detect import decode, priors
+def _detect_figures(spec, ref, got, th: Thresholds, decode, notes) -> list[Parity]:
+    if decode is None:
+        raise ModelError(f"quality gate | model '{spec.name}' is a detector: its figures need "
+                         "the heads' decode (fusionrt.pipeline.artifacts.gate_inputs)")
     names = [t.name for t in spec.outputs]
     r, g = dict(zip(names, ref)), dict(zip(names, got))
-    anchors = r["loc"].shape[1]  # square letterboxed input: its side follows from the anchors
-    size = next((s for s in range(32, 4097, 32) if len(priors(s)) == anchors), None)
-    if size is None:
-        raise ModelError(f"quality gate | {anchors} anchors match no square detector input")
-    pri = priors(size)
     ious, errs = [], []
     for i in range(len(r["loc"])):
         keep = np.flatnonzero(r["conf"][i][:, 1] > 0.5)
         if keep.size == 0:
             continue
-        rb, rl = decode(r["loc"][i][keep], r["landmarks"][i][keep], pri[keep])
-        gb, gl = decode(g["loc"][i][keep], g["landmarks"][i][keep], pri[keep])
+        rb, rl = decode(r["loc"][i], r["landmarks"][i], keep)
+        gb, gl = decode(g["loc"][i], g["landmarks"][i], keep)
         ious.extend(np.diag(box_iou(rb, gb)))
         width = np.maximum(rb[:, 2] - rb[:, 0], 1e-6)
         errs.extend(np.linalg.norm(rl - gl, axis=2).mean(1) / width)

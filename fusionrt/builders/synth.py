@@ -10,20 +10,22 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelError
-from ..models.arch import ARCHS, build_arch, require_torch
+from .._fs import atomic_write_bytes
+from ..models.arch import build_arch, require_torch
+from ..models.arch.reference import WEIGHTS_FORMAT, reference_spec
 from ..models.spec import ModelSpec
 from ..models.zoo import get_spec
-from .._fs import atomic_write_bytes
 from .export import export_onnx, sample_inputs
+
+if TYPE_CHECKING:
+    from ..models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-FORMAT = "fusionrt.synthetic/1"
 # Architecture options per arch for synthetic weights: SimSwap has no output activation, so its
 # clip to [0, 1] (what FaceFusion applies after the model) goes into the graph.
 SYNTH_OPTIONS: dict[str, dict[str, Any]] = {"simswap256": {"clamp_output": True}}
@@ -31,16 +33,6 @@ SYNTH_OPTIONS: dict[str, dict[str, Any]] = {"simswap256": {"clamp_output": True}
 # (tanh + 1) / 2, so N(0, 0.6) spreads over ~[0.1, 0.9]; SimSwap's clip leaves ~99% of
 # N(0.5, 0.2) untouched.
 OUTPUT_STATS: dict[str, tuple[float, float]] = {"inswapper": (0.0, 0.6), "simswap256": (0.5, 0.2)}
-
-
-def _synth_spec(name: str) -> ModelSpec:
-    spec = get_spec(name)
-    if spec.builtin:
-        raise ModelError(f"model '{name}' | ships real built-in weights; nothing to synthesize")
-    if spec.arch not in ARCHS:
-        raise ModelError(f"model '{name}' | no reference architecture '{spec.arch}'; expected "
-                         f"one of: {', '.join(ARCHS)}")
-    return spec
 
 
 def _randomize(torch, module, spec: ModelSpec, seed: int) -> None:
@@ -101,7 +93,7 @@ def synthesize(name: str, out_path: Path | str, seed: int = 0, width: float = 1.
     Raises:
         ModelError: unknown model, or one with built-in real weights (retinaface).
     """
-    spec = _synth_spec(name)
+    spec = reference_spec(name)
     torch = require_torch()
     out_path = Path(out_path)
     options = SYNTH_OPTIONS.get(spec.arch, {})
@@ -118,7 +110,7 @@ def synthesize(name: str, out_path: Path | str, seed: int = 0, width: float = 1.
     report = export_onnx(module, spec, out_path, metadata=meta, extra_initializers=extra,
                          seed=seed)
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "name": name, "arch": spec.arch, "width": float(width),
+    torch.save({"format": WEIGHTS_FORMAT, "name": name, "arch": spec.arch, "width": float(width),
                 "seed": int(seed), "options": dict(options), "state_dict": module.state_dict()},
                buf)
     atomic_write_bytes(out_path.with_suffix(".pt"), buf.getvalue())
@@ -127,47 +119,23 @@ def synthesize(name: str, out_path: Path | str, seed: int = 0, width: float = 1.
     return out_path
 
 
-def load_reference(name: str, weights_path: Path | str | None = None, width: float = 1.0):
-    """The torch module for ``name`` in eval mode, for the torch engines.
+def synth_model(store: "ModelStore", name: str, seed: int = 0, width: float = 1.0) -> Path:
+    """Write a random-weight model with ``name``'s contract into ``store`` (its
+    ``synthetic/<name>.onnx`` and ``.pt``); returns the ONNX path."""
+    get_spec(name)  # an unknown name fails before torch is imported
+    out = store.synthetic_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(synthesize(name, out, seed=seed, width=width))
 
-    ``weights_path`` defaults to the store's ``synthetic/<name>.pt``. A file written by
-    ``synthesize`` carries its own width/seed/options (``width`` is then ignored); any other
-    file is read as a plain state dict (e.g. insightface's ``backbone.pth``) at ``width``.
-    """
-    spec = _synth_spec(name)
-    torch = require_torch()
-    if weights_path is None:
-        from ..models.store import ModelStore
-        weights_path = ModelStore().synthetic_path(name).with_suffix(".pt")
-    path = Path(weights_path)
-    if not path.is_file():
-        raise ModelError(f"model '{name}' | torch weights not found: {path}; expected a .pt "
-                         f"file (make one with: fusionrt models synth {name})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors come in many types
-        raise ModelError(f"model '{name}' | cannot read torch weights {path}: {e}") from None
-    options: dict[str, Any] = {}
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        if ckpt["arch"] != spec.arch:
-            raise ModelError(f"model '{name}' | {path} holds architecture '{ckpt['arch']}'; "
-                             f"expected '{spec.arch}'")
-        width, options, state = ckpt["width"], ckpt.get("options", {}), ckpt["state_dict"]
-    elif isinstance(ckpt, dict):
-        state = ckpt
-    else:
-        raise ModelError(f"model '{name}' | {path} is not a state dict; expected a mapping of "
-                         "parameter names to tensors")
-    module = build_arch(spec.arch, width, **options)
-    fits = f"{path} does not fit {spec.arch} at width {width:g}"
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches raise even when strict=False
-        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
-        raise ModelError(f"model '{name}' | {fits}: {first}") from None
-    missing = [k for k in missing if k != "emap"]  # real training checkpoints carry no emap
-    if missing or unexpected:
-        raise ModelError(f"model '{name}' | {fits}: missing {missing[:3]}"
-                         f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                         f"{'...' if len(unexpected) > 3 else ''}")
-    return module.eval()
+
+def ensure_synthetic(store: "ModelStore", names: list[str], width: float = 1.0) -> dict[str, float]:
+    """Synthesize each of ``names`` that has no synthetic file in ``store`` yet; seconds per one
+    built (benchmarks and device scripts share one set of full-size models)."""
+    import time
+    built = {}
+    for name in names:
+        if not store.synthetic_path(name).is_file():
+            t0 = time.perf_counter()
+            synth_model(store, name, width=width)
+            built[name] = round(time.perf_counter() - t0, 1)
+    return built

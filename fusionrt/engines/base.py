@@ -3,6 +3,13 @@
 Public methods validate and delegate; subclasses implement ``_load``, ``_run`` and ``_close``
 (the Polygraphy runner pattern). Feeds are numpy arrays on the CPU path and device tensors
 (torch) on the GPU path; validation reads only ``.shape`` and ``.dtype`` so both pass.
+
+Engines only *load* (a file, or a ready module) and run. Whatever has to be *made* first (a
+TensorRT plan, an AOTInductor package, a rewritten or FP16-cast torch module) is made by
+``fusionrt.builders``: an engine class says which product it needs for a config (``needs``)
+and takes it as a constructor keyword; ``fusionrt.builders.open.open_engine`` runs the builder
+and returns the loaded engine. Code outside ``engines/`` reads the capability attributes
+below, never an engine's name.
 """
 
 from __future__ import annotations
@@ -10,11 +17,13 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import EngineError
 from ..models.spec import ModelSpec, TensorSpec
+
+if TYPE_CHECKING:  # annotations only: Artifact lives in fusionrt.models.spec
+    from ..models.spec import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +65,6 @@ class EngineConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """What an engine loads: an ONNX file and its contract (torch engines also read ``weights``)."""
-
-    spec: ModelSpec
-    onnx_path: Path | None = None
-    weights_path: Path | None = None  # torch state dict for the reference architecture
-    synthetic: bool = False
-
-
 def _dtype_name(dtype: Any) -> str:
     """numpy dtype or torch dtype → numpy-style name ('float32')."""
     s = str(dtype)
@@ -76,7 +75,22 @@ class Engine(ABC):
     """Base of every engine. Use as a context manager or call ``load``/``close``."""
 
     name: ClassVar[str] = "?"
+    #: Device kinds it runs on ("cpu", "cuda"); "cuda" covers "cuda:N".
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: ``config.precision`` values the engine applies itself to an FP32 artifact. Engines that
+    #: run an ONNX graph run the precision the graph holds (FP16/INT8 are converted graphs:
+    #: ``fusionrt build``), so they list fp32 only.
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: Takes ``options["stream"]`` (a CUDA stream handle) and runs its kernels on it.
+    accepts_stream: ClassVar[bool] = False
+    #: Takes ``options["cuda_graph"]``: replays one captured CUDA graph per input shape.
+    cuda_graphs: ClassVar[bool] = False
+    #: Takes ``options["channels_last"]`` (NHWC memory format for images and weights).
+    channels_last: ClassVar[bool] = False
+    #: Takes ``options["tf32"]`` (TF32 matmuls and convolutions for FP32 on CUDA).
+    tf32: ClassVar[bool] = False
+    #: Compiles at load: minutes on a CPU, so never picked there without being asked for.
+    compiles: ClassVar[bool] = False
 
     def __init__(self, artifact: Artifact, config: EngineConfig | None = None):
         self.artifact = artifact
@@ -88,6 +102,25 @@ class Engine(ABC):
     def available(cls) -> tuple[bool, str]:
         """(usable here, reason and fix if not). Must not raise."""
         return True, ""
+
+    @classmethod
+    def can_load(cls, artifact: Artifact) -> tuple[bool, str]:
+        """(can run ``artifact`` here without extra packages, reason if not). Must not raise."""
+        return cls.available()
+
+    # -- products --------------------------------------------------------------
+    @classmethod
+    def needs(cls, artifact: Artifact, config: EngineConfig) -> str | None:
+        """The product a builder must make before this engine can load ``artifact`` with
+        ``config`` (a kind such as ``"trt-plan"``), or None when the engine loads it itself.
+        ``fusionrt.builders.open`` maps kinds to builders."""
+        return None
+
+    def _needs_builder(self, what: str) -> EngineError:
+        """The error for a config that asks for a product that was not given."""
+        return EngineError(
+            f"engine '{self.name}' | {what} is made by a builder, not by the engine; open it "
+            f"with fusionrt.builders.open.open_engine('{self.name}', artifact, config)")
 
     # -- contract --------------------------------------------------------------
     @property

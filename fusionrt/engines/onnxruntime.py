@@ -95,6 +95,7 @@ class OrtCudaEngine(OrtCpuEngine):
 
     name = "ort-cuda"
     devices = ("cuda",)
+    accepts_stream = True  # options["stream"]: ORT's kernels go on the caller's CUDA stream
     provider = "CUDAExecutionProvider"
 
     @classmethod

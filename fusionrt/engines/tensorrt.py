@@ -1,6 +1,10 @@
 """Native TensorRT 10 engine: a strongly typed plan built once per fingerprint, run with
 ``execute_async_v3`` on torch's current CUDA stream.
 
+The plan is built (on a cache miss, and once more when TensorRT rejects a cached one) and
+deserialized by ``fusionrt.builders.trt_plan``; this engine takes it as ``plan=`` (what
+``fusionrt.builders.open.open_engine`` does), makes the execution context and runs it.
+
 Feeds are torch CUDA tensors (bound in place, outputs are torch CUDA tensors, so consecutive GPU
 stages never touch the host) or numpy arrays (uploaded once, outputs downloaded).
 
@@ -12,14 +16,14 @@ and skipped without the package). The pure helpers below are unit-tested.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import EngineError
-from ..models.spec import ModelSpec
-from .base import Engine
+from ..models.spec import Artifact, ModelSpec
+from .base import Engine, EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,24 @@ def check_engine_io(spec: ModelSpec, io: Sequence[tuple[str, bool, str]]) -> Non
                                   "matching ONNX graph)")
 
 
-def _device_index(device: str) -> int:
+@dataclass(frozen=True)
+class TrtPlan:
+    """A deserialized TensorRT plan ready to run (made by ``fusionrt.builders.trt_plan``).
+
+    Attributes:
+        engine: the ``trt.ICudaEngine``.
+        runtime: the ``trt.Runtime`` that deserialized it (it must outlive the engine).
+        logger: the process's TensorRT logger (its ``errors`` name the last failures).
+        built: True when this open built the plan, False when it came from the engine cache.
+    """
+
+    engine: Any
+    runtime: Any
+    logger: Any
+    built: bool = False
+
+
+def device_index(device: str) -> int:
     if device != "cuda" and not device.startswith("cuda:"):
         raise EngineError(f"engine 'trt' | got device '{device}'; expected cuda or cuda:N")
     return int(device.split(":")[1]) if ":" in device else 0
@@ -80,14 +101,19 @@ def _device_index(device: str) -> int:
 class TensorrtEngine(Engine):
     """TensorRT 10, strongly typed, one optimization profile (``config.batch``).
 
-    Options (``EngineConfig.options``): ``workspace_gb`` (4), ``builder_optimization_level``
-    (3), ``dims`` (values for non-batch dynamic axes), ``cache_dir`` (default
-    ``$FUSIONRT_HOME/engines``).
+    Options (``EngineConfig.options``, read by the plan builder): ``workspace_gb`` (4),
+    ``builder_optimization_level`` (3), ``dims`` (values for non-batch dynamic axes),
+    ``cache_dir`` (default ``$FUSIONRT_HOME/engines``).
     """
 
     name = "trt"
     devices = ("cuda",)
     fixed_batch_profile = True
+
+    def __init__(self, artifact: Artifact, config: EngineConfig | None = None, *,
+                 plan: TrtPlan | None = None):
+        super().__init__(artifact, config)
+        self._plan = plan
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -107,50 +133,21 @@ class TensorrtEngine(Engine):
                            "CUDA build of torch on a machine with an NVIDIA GPU")
         return True, ""
 
-    # -- build / load ----------------------------------------------------------
-    def _build_config(self):
-        from ..runtime.cache import cache_root
-        from ..builders.trt_builder import TrtBuildConfig
-        o = self.config.options
-        cache = Path(o.get("cache_dir") or cache_root())
-        return TrtBuildConfig(
-            onnx_path=Path(self.artifact.onnx_path), batch=self.config.batch,
-            workspace_gb=float(o.get("workspace_gb", 4)),
-            optimization_level=int(o.get("builder_optimization_level", 3)),
-            timing_cache=cache / "trt" / "timing.cache", dims=dict(o.get("dims", {})))
+    @classmethod
+    def needs(cls, artifact: Artifact, config: EngineConfig) -> str | None:
+        return "trt-plan"
 
+    # -- load ------------------------------------------------------------------
     def _load(self) -> None:
         import tensorrt as trt
         import torch
-        from ..runtime.cache import EngineCache, Fingerprint
-        from ..builders.trt_builder import build_engine, make_logger
 
-        path = self.artifact.onnx_path
-        if path is None or not Path(path).is_file():
-            raise EngineError(f"model '{self.spec.name}' | ONNX file not found: {path}")
-        self.device = torch.device("cuda", _device_index(self.config.device))
-        cfg = self._build_config()
-        fp = Fingerprint.for_model(
-            Path(path), engine=self.name, precision=self.config.precision,
-            batch_profile=str(self.config.batch), builder=cfg.builder_tag(),
-            device_index=self.device.index)
-        cache = EngineCache(Path(self.config.options["cache_dir"])
-                            if self.config.options.get("cache_dir") else None)
-        self._logger = make_logger(trt)
-        self._logger.errors = []
-        self._runtime = trt.Runtime(self._logger)
+        if self._plan is None:
+            raise self._needs_builder("a TensorRT plan")
+        self.device = torch.device("cuda", device_index(self.config.device))
+        self._logger, self._runtime = self._plan.logger, self._plan.runtime
+        engine = self._plan.engine
         with torch.cuda.device(self.device):
-            plan, built = cache.get_or_build(fp, lambda: build_engine(cfg, self.spec))
-            engine = self._runtime.deserialize_cuda_engine(plan)
-            if engine is None and not built:
-                # Verified bytes the runtime still refuses (e.g. a driver change): rebuild once.
-                log.warning("engine 'trt' | cached plan rejected by TensorRT; rebuilding")
-                cache.invalidate(fp)
-                plan, built = cache.get_or_build(fp, lambda: build_engine(cfg, self.spec))
-                engine = self._runtime.deserialize_cuda_engine(plan)
-            if engine is None:
-                raise EngineError(f"model '{self.spec.name}' | TensorRT cannot deserialize the "
-                                  f"engine: {'; '.join(self._logger.errors) or 'no error given'}")
             self._engine = engine
             self._context = engine.create_execution_context()
         if self._context is None:

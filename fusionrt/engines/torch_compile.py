@@ -4,20 +4,26 @@
   fusionrt cache, so a second process skips kernel compilation — but still re-traces with
   Dynamo (measured on the H100: 33.4 s cold, 19.9 s warm for the SimSwap generator).
 - AOT (``options={"aot": True}``): ``torch.export`` + AOTInductor package (``.pt2``) built
-  once into the fingerprinted engine cache; later loads deserialize compiled code and skip
-  tracing altogether. H100, SimSwap FP16 bs16: built in 75-99 s; a new process loads it in
-  1.0 s (first output 1.7 s) once torch's compiler stack is imported, 9 s from a bare start.
+  once into the fingerprinted engine cache by ``fusionrt.builders.aot`` (``open_engine`` runs
+  it); this engine loads the package (``package=``), so later loads deserialize compiled code
+  and skip tracing altogether. H100, SimSwap FP16 bs16: built in 75-99 s; a new process loads
+  it in 1.0 s (first output 1.7 s) once torch's compiler stack is imported, 9 s from a bare
+  start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from ..errors import EngineError
+from ..models.spec import Artifact
+from .base import EngineConfig
 from .torch_eager import TorchEngine, import_torch
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,24 @@ def load_package(path: Path, device_type: str):
 _PATCH_LOCK = threading.Lock()  # the patch is process-wide: one load at a time
 
 
+@dataclass
+class AotPackage:
+    """An AOTInductor package ready to load (made by ``fusionrt.builders.aot``).
+
+    Attributes:
+        path: the ``.pt2`` file, in a temporary folder (``folder``) removed after the load.
+        built: True when this open compiled it (a cache miss), False when it came from the cache.
+        timing: seconds per phase so far (fingerprint, cache_read, build or unpack).
+        discard: removes the package's cache entry (the package failed to load).
+    """
+
+    path: Path
+    built: bool
+    timing: dict[str, float] = field(default_factory=dict)
+    discard: Callable[[], None] = lambda: None
+    folder: Any = None  # tempfile.TemporaryDirectory holding ``path``
+
+
 class TorchCompileEngine(TorchEngine):
     """Options: ``mode`` ("default" | "reduce-overhead" | "max-autotune" |
     "max-autotune-no-cudagraphs"), ``inductor`` (dict of Inductor settings added to the mode's,
@@ -68,6 +92,12 @@ class TorchCompileEngine(TorchEngine):
     see ``AUTO_SMALL_BATCH``), plus the torch engine's options."""
 
     name = "torch-compile"
+    compiles = True
+
+    def __init__(self, artifact: Artifact, config: EngineConfig | None = None, *,
+                 module: Any = None, package: AotPackage | None = None):
+        super().__init__(artifact, config, module=module)
+        self._package = package
 
     # Option rewrite="auto" (the default) on CUDA, chosen by measurement: SimSwap-256 FP16 on an
     # H100, benchmarks/results/2026-11-26-h100-r3 (generator_steps.md, steps 10/21/25 at bs1
@@ -83,11 +113,19 @@ class TorchCompileEngine(TorchEngine):
     AUTO_LARGE_BATCH = ("head", "style", "respad", "stem", "upconv")
     AUTO_LARGE_FROM = 8
 
-    def auto_rewrite(self) -> tuple[str, ...]:
-        if self.device.type != "cuda" or self.spec.arch not in self.AUTO_ARCHS:
+    @classmethod
+    def auto_rewrite(cls, artifact: Artifact, config: EngineConfig) -> tuple[str, ...]:
+        if config.device.split(":")[0] != "cuda" or artifact.spec.arch not in cls.AUTO_ARCHS:
             return ()  # measured on CUDA only (CPU Inductor is another code generator)
-        return (self.AUTO_LARGE_BATCH if self.config.batch.opt >= self.AUTO_LARGE_FROM
-                else self.AUTO_SMALL_BATCH)
+        return (cls.AUTO_LARGE_BATCH if config.batch.opt >= cls.AUTO_LARGE_FROM
+                else cls.AUTO_SMALL_BATCH)
+
+    @classmethod
+    def needs(cls, artifact: Artifact, config: EngineConfig) -> str | None:
+        """``"aot-package"`` with option ``aot``, else what the torch engine needs."""
+        if config.options.get("aot"):
+            return "aot-package"
+        return super().needs(artifact, config)
 
     def inductor_options(self) -> dict:
         """The ``inductor`` option, plus, under the automatic rewrite with one-pass norms,
@@ -100,10 +138,31 @@ class TorchCompileEngine(TorchEngine):
     def _load(self) -> None:
         if not self.config.options.get("aot"):
             return super()._load()
+        if self._package is None:
+            raise self._needs_builder("an AOTInductor package (option aot)")
         enable_compile_cache()
-        self._setup()
-        self.module = self._aot()  # the eager module is built only on a cache miss
+        self.setup()
+        self.module = self._load_package(self._package)
         self._graphs = {}
+
+    def _load_package(self, package: AotPackage):
+        """The package's runner; ``aot_timing`` records where the time went (seconds per
+        phase), ``aot_built`` whether this open compiled it."""
+        self.aot_built = package.built
+        timing = self.aot_timing = dict(package.timing)
+        t = time.perf_counter()
+        try:
+            runner = load_package(package.path, self.device.type)
+        except Exception as e:  # a package from another build of torch/inductor
+            package.discard()
+            raise EngineError(f"model '{self.spec.name}' | AOT package failed to load "
+                              f"({e}); the cache entry was removed, load again to rebuild") \
+                from None
+        finally:
+            if package.folder is not None:
+                package.folder.cleanup()
+        timing["aoti_load"] = round(time.perf_counter() - t, 3)
+        return runner
 
     def _wrap(self, module):
         enable_compile_cache()
@@ -117,83 +176,3 @@ class TorchCompileEngine(TorchEngine):
         from torch._inductor import list_mode_options
         options = {**list_mode_options(mode), **dict(extra)}
         return torch.compile(module, options=options, dynamic=False, fullgraph=False)
-
-    # -- ahead of time ----------------------------------------------------------
-    def aot_fingerprint(self):
-        from ..runtime.cache import Fingerprint
-        src = self.artifact.weights_path or self.artifact.onnx_path
-        if src is None:
-            raise EngineError(f"model '{self.spec.name}' | nothing to fingerprint for AOT build")
-        o = self.config.options
-        builder = (f"aoti;device={self.device.type};channels_last={bool(o.get('channels_last'))};"
-                   f"align={self.align_channels()};rewrite={','.join(self.rewrite_parts())};"
-                   f"src={Path(src).name}")
-        index = (self.device.index or 0) if self.device.type == "cuda" else 0
-        return Fingerprint.for_model(Path(src), self.name, self.config.precision,
-                                     str(self.config.batch), builder=builder, device_index=index)
-
-    def _aot(self):
-        """Load the AOTInductor package for this fingerprint, building it on a cache miss.
-        ``aot_timing`` records where the time went (seconds per phase)."""
-        import time
-
-        from ..runtime.cache import EngineCache
-        t = time.perf_counter()
-        timing = self.aot_timing = {}
-
-        def lap(name: str) -> None:
-            nonlocal t
-            now = time.perf_counter()
-            timing[name] = round(now - t, 3)
-            t = now
-
-        fp = self.aot_fingerprint()
-        lap("fingerprint")
-        cache = EngineCache(self.config.options.get("cache_dir"))
-        data = cache.read(fp)
-        lap("cache_read")
-        self.aot_built = data is None
-        with tempfile.TemporaryDirectory(prefix="fusionrt-aoti-") as tmp:
-            path = Path(tmp) / "model.pt2"
-            if data is None:
-                log.info("torch-compile | AOT build of '%s' (batch %s): once per fingerprint",
-                         self.spec.name, self.config.batch)
-                self._export_package(self._build_module(), path)
-                cache.put(fp, path)
-                lap("build")
-            else:
-                path.write_bytes(data)
-                lap("unpack")
-            try:
-                runner = load_package(path, self.device.type)
-            except Exception as e:  # a package from another build of torch/inductor
-                cache.invalidate(fp)
-                raise EngineError(f"model '{self.spec.name}' | AOT package failed to load "
-                                  f"({e}); the cache entry was removed, load again to rebuild") \
-                    from None
-            lap("aoti_load")
-            return runner
-
-    def _export_package(self, module, path: Path) -> None:
-        import numpy as np
-        torch = import_torch()
-        from ..pipeline.hybrid import sample_feeds
-        prof = self.config.batch
-        feeds = sample_feeds(self.artifact, batch=max(prof.opt, 2))
-        args = tuple(self._to_tensor(feeds[t.name]) for t in self.inputs)
-        dims = {}
-        if prof.max > prof.min:
-            n = torch.export.Dim("N", min=prof.min, max=prof.max)
-            dims = {"dynamic_shapes": tuple({0: n} if isinstance(t.shape[0], str) else None
-                                            for t in self.inputs)}
-        else:
-            feeds = sample_feeds(self.artifact, batch=prof.opt)
-            args = tuple(self._to_tensor(np.ascontiguousarray(feeds[t.name]))
-                         for t in self.inputs)
-        try:
-            with torch.inference_mode(False), torch.no_grad():
-                ep = torch.export.export(module, args, **dims)
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
-        except Exception as e:
-            raise EngineError(f"model '{self.spec.name}' | AOT export/compile failed: "
-                              f"{type(e).__name__}: {str(e)[:300]}") from None

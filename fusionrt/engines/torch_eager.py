@@ -4,19 +4,22 @@ and optional CUDA-graph replay for static shapes.
 The module comes from the reference architecture when the artifact carries torch weights
 (synthetic models), else from the ONNX file: into a native module where one exists (the real
 detector, SimSwap-256), through onnx2torch otherwise or when the native loader refuses the file,
-so every stage runs here.
+so every stage runs here. A module a builder changed (exact layer rewrites, the FP16 keep-list
+cast, channel padding: ``fusionrt.builders.torch_module``) comes in as ``module=``.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import EngineError, ModelError
-from .base import Artifact, Engine
+from ..models.spec import Artifact
+from .base import Engine, EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,19 @@ NATIVE_FROM_ONNX: dict[str, str] = {
 }
 
 
+# Values of option ``rewrite`` that ask for no layer rewrite (the others are parsed by the builder).
+REWRITE_OFF = (None, False, "", 0, "none")
+
+
+@dataclass(frozen=True)
+class BuiltModule:
+    """A torch module made for the torch engines by a builder (still on the CPU), with the
+    number of layers each rewrite part changed (``{}``: none)."""
+
+    module: Any
+    rewritten: Mapping[str, int] = field(default_factory=dict)
+
+
 def import_torch():
     try:
         import torch
@@ -41,7 +57,7 @@ def import_torch():
 def load_torch_module(artifact: Artifact):
     """The artifact as an ``nn.Module`` in eval mode (FP32, CPU)."""
     if artifact.weights_path is not None:
-        from ..builders.synth import load_reference
+        from ..models.arch.reference import load_reference
         return load_reference(artifact.spec.name, artifact.weights_path).eval()
     if artifact.onnx_path is None:
         raise EngineError(f"model '{artifact.spec.name}' | no ONNX file or torch weights to load")
@@ -67,6 +83,16 @@ def load_torch_module(artifact: Artifact):
     return convert(model).eval()
 
 
+def fp16_cast(config: EngineConfig) -> bool:
+    """Precision fp16 without ``autocast``: the module is cast once with the FP32 keep-list."""
+    return config.precision == "fp16" and not config.options.get("autocast")
+
+
+def align_option(config: EngineConfig) -> int:
+    """Option ``align_channels`` as an int (0 = off)."""
+    return int(config.options.get("align_channels") or 0)
+
+
 def _patch_onnx2torch_reshape() -> None:
     """onnx2torch's Reshape builds ``torch.Size(shape_tensor)``, which TorchDynamo cannot trace
     (InternalTorchDynamoError on the RetinaFace heads); reading the shape as Python ints works
@@ -85,13 +111,27 @@ def _patch_onnx2torch_reshape() -> None:
 class TorchEngine(Engine):
     """Eager PyTorch. Options: ``tf32`` (bool), ``channels_last`` (bool), ``cuda_graph`` (bool),
     ``autocast`` (bool), ``align_channels`` (int: zero-pad conv channels to this multiple;
-    0 = off, the default), ``rewrite`` (exact layer rewrites, ``build.generator_rewrite``).
+    0 = off, the default), ``rewrite`` (exact layer rewrites, ``builders.generator_rewrite``).
     Precision ``fp16`` casts the module once with the FP32 keep-list
     (``fusionrt.builders.fp16.fp16_module``), or runs under autocast with ``autocast=True``;
-    ``bf16`` runs under autocast."""
+    ``bf16`` runs under autocast. The keep-list cast, channel padding and rewrites are made by
+    ``fusionrt.builders`` (``needs`` says so; ``open_engine`` builds them) and come in as
+    ``module=``; without one the engine loads and runs the artifact's plain module."""
 
     name = "torch"
     devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16", "bf16")
+    cuda_graphs = True
+    channels_last = True
+    tf32 = True
+
+    def __init__(self, artifact: Artifact, config: EngineConfig | None = None, *,
+                 module: Any = None):
+        super().__init__(artifact, config)
+        if module is not None and not isinstance(module, BuiltModule):
+            module = BuiltModule(module)  # a ready module, used as it is
+        self._product: BuiltModule | None = module
+        self.rewritten: dict[str, int] = {}
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -101,13 +141,53 @@ class TorchEngine(Engine):
             return False, f"torch not installed: {_INSTALL}"
         return True, ""
 
+    @classmethod
+    def can_load(cls, artifact: Artifact) -> tuple[bool, str]:
+        """Torch weights, an ONNX file of an arch with a native loader, or onnx2torch."""
+        ok, why = cls.available()
+        if not ok:
+            return ok, why
+        if artifact.weights_path is not None:
+            return True, ""
+        if artifact.onnx_path is None:
+            return False, f"model '{artifact.spec.name}' | no ONNX file or torch weights to load"
+        if artifact.spec.arch in NATIVE_FROM_ONNX:
+            return True, ""
+        try:
+            import onnx2torch  # noqa: F401
+        except Exception as e:  # ImportError, or a torchvision that does not match torch
+            return False, (f"model '{artifact.spec.name}' | ONNX-only: the torch engines need "
+                           f"onnx2torch ({type(e).__name__}: {e}): pip install "
+                           "'fusionrt[onnx2torch]' (needs a torchvision matching torch)")
+        return True, ""
+
+    # -- what a builder makes ----------------------------------------------------
+    @classmethod
+    def needs(cls, artifact: Artifact, config: EngineConfig) -> str | None:
+        """``"torch-module"`` when the config changes the module (FP16 keep-list cast, channel
+        padding, layer rewrites, ``rewrite="auto"`` included where it picks any)."""
+        o = config.options
+        rewrite = o.get("rewrite", "auto")
+        if (fp16_cast(config) or align_option(config)
+                or (rewrite not in REWRITE_OFF and rewrite != "auto")
+                or (rewrite == "auto" and cls.auto_rewrite(artifact, config))):
+            return "torch-module"
+        return None
+
+    @classmethod
+    def auto_rewrite(cls, artifact: Artifact, config: EngineConfig) -> tuple[str, ...]:
+        """The rewrite parts option ``rewrite="auto"`` stands for. None in eager mode: the head's
+        shifted sum is 49 kernels without a compiler to fuse them, and the rest were measured
+        only compiled."""
+        return ()
+
     # -- set-up ---------------------------------------------------------------
     def _load(self) -> None:
-        self._setup()
-        self.module = self._wrap(self._build_module())
+        self.setup()
+        self.module = self._wrap(self.place(self._module()))
         self._graphs: dict[tuple, tuple] = {}
 
-    def _setup(self) -> None:
+    def setup(self) -> None:
         """Device, backend flags and the precision/layout settings ``_run`` reads."""
         torch = import_torch()
         self.torch = torch
@@ -122,26 +202,32 @@ class TorchEngine(Engine):
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv once
         # FP16: weights cast once with the keep-list (norms, AdaIN statistics, output head) in
         # FP32 — fusionrt.builders.keeplist; option autocast=True uses torch.autocast instead.
-        self._half = self.config.precision == "fp16" and not self.config.options.get("autocast")
+        self._half = fp16_cast(self.config)
         self.memory_format = (torch.channels_last if self.config.options.get("channels_last")
                               else torch.preserve_format)
 
-    def _build_module(self):
-        """The artifact's module on the device: FP16 cast, channel padding, memory format."""
-        module = load_torch_module(self.artifact)
-        parts = self.rewrite_parts()
-        self.rewritten: dict[str, int] = {}
-        if parts:
-            from ..builders.generator_rewrite import rewrite_generator
-            self.rewritten = rewrite_generator(module, parts)
-            log.info("%s | rewrite of '%s', layers changed per part: %s", self.name,
-                     self.spec.name, self.rewritten)
+    def _module(self):
+        """The module to run (CPU): the builder's product, else the artifact's plain module."""
+        if self._product is not None:
+            self.rewritten = dict(self._product.rewritten)
+            return self._product.module
         if self._half:
-            from ..builders.fp16 import fp16_module
-            module = fp16_module(module)
+            raise self._needs_builder("the FP16 keep-list cast (precision fp16; option "
+                                      "autocast=True runs under autocast instead)")
         if self.align_channels():
-            from ..builders.channel_pad import align_conv_channels
-            module = align_conv_channels(module, self.align_channels())
+            raise self._needs_builder(f"channel padding (option align_channels="
+                                      f"{self.align_channels()})")
+        rewrite = self.rewrite_option()
+        if rewrite not in REWRITE_OFF and rewrite != "auto":
+            raise self._needs_builder(f"a layer rewrite (option rewrite={rewrite!r})")
+        if rewrite == "auto" and self.auto_rewrite(self.artifact, self.config):
+            log.info("%s | rewrite 'auto' for '%s' is applied by open_engine; running the plain "
+                     "module", self.name, self.spec.name)
+        self.rewritten = {}
+        return load_torch_module(self.artifact)
+
+    def place(self, module):
+        """``module`` on the engine's device, in its memory format (after ``setup``)."""
         module = module.to(self.device)
         if self.memory_format == self.torch.channels_last:
             module = module.to(memory_format=self.torch.channels_last)
@@ -151,30 +237,14 @@ class TorchEngine(Engine):
         """Hook for torch-compile."""
         return module
 
-    def rewrite_parts(self) -> tuple[str, ...]:
-        """Exact layer rewrites to apply (``build.generator_rewrite``); option ``rewrite``:
-        True/"all", a list or comma string of parts, "auto" (``auto_rewrite``) or off."""
-        from ..builders.generator_rewrite import parse_parts
-        if self.rewrite_option() == "auto":
-            return self.auto_rewrite()
-        try:
-            return parse_parts(self.rewrite_option())
-        except ValueError as e:
-            raise EngineError(f"engine '{self.name}' | option rewrite: {e}") from None
-
     def rewrite_option(self):
         """The ``rewrite`` option as given (default "auto")."""
         return self.config.options.get("rewrite", "auto")
 
-    def auto_rewrite(self) -> tuple[str, ...]:
-        """None in eager mode: the head's shifted sum is 49 kernels without a compiler to fuse
-        them, and the rest were measured only compiled."""
-        return ()
-
     def align_channels(self) -> int:
-        """Conv channel multiple to zero-pad to (``build.channel_pad``); option
+        """Conv channel multiple to zero-pad to (``builders.channel_pad``); option
         ``align_channels``, default 0 (off: on the H100 it bought nothing, see that module)."""
-        return int(self.config.options.get("align_channels") or 0)
+        return align_option(self.config)
 
     def _autocast(self):
         torch = self.torch
@@ -190,7 +260,7 @@ class TorchEngine(Engine):
         return torch.autocast(self.device.type, enabled=False)
 
     # -- run ----------------------------------------------------------------------
-    def _to_tensor(self, a: Any):
+    def to_tensor(self, a: Any):
         torch = self.torch
         t = torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
         t = t.to(self.device, non_blocking=True)
@@ -206,7 +276,7 @@ class TorchEngine(Engine):
 
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         numpy_in = isinstance(next(iter(feeds.values())), np.ndarray)
-        tensors = [self._to_tensor(feeds[t.name]) for t in self.inputs]
+        tensors = [self.to_tensor(feeds[t.name]) for t in self.inputs]
         if self.config.options.get("cuda_graph") and self.device.type == "cuda":
             outs = self._replay(tensors)
         else:

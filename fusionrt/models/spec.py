@@ -1,4 +1,5 @@
-"""Model contracts: what a model takes and gives, how its input is prepared, where it comes from.
+"""Model contracts: what a model takes and gives, how its input is prepared, where it comes from,
+and the ``Artifact`` (contract + files) that engines load.
 
 A ``ModelSpec`` is written into every exported ONNX file (``metadata_props``) so that a file
 names its own contract: fusionrt never guesses a model from its tensor shapes.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -116,3 +118,26 @@ def spec_from_metadata(meta: dict[str, str]) -> ModelSpec | None:
         tuple(p["size"]) if p["size"] else None, tuple(p["mean"]), tuple(p["std"]),
         p["channel_order"], p.get("layout", "NCHW"))
     return ModelSpec(**d)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What an engine loads: an ONNX file and its contract (torch engines also read ``weights``)."""
+
+    spec: ModelSpec
+    onnx_path: Path | None = None
+    weights_path: Path | None = None  # torch state dict for the reference architecture
+    synthetic: bool = False
+
+
+def sample_feeds(artifact: Artifact, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs in the contract's shapes (detectors at 640²)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for t in artifact.spec.inputs:
+        shape = tuple(batch if d == "N" else (640 if isinstance(d, str) else d) for d in t.shape)
+        a = rng.standard_normal(shape).astype(t.dtype)
+        if len(shape) == 2:  # identity vectors are unit-norm in every contract
+            a /= np.linalg.norm(a, axis=1, keepdims=True)
+        feeds[t.name] = a
+    return feeds

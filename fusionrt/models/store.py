@@ -4,7 +4,8 @@ Layout under ``$FUSIONRT_HOME`` (default ``~/.cache/fusionrt``):
     models/<name>.onnx        real weights (downloaded, imported, or built in)
     models/<name>.onnx.part   an interrupted download, resumed by the next ``pull``
     models/<name>.json        sha256 recorded at install (the only reference for ``--trust`` files)
-    synthetic/<name>.onnx     contract-identical random-weight models (``models synth``)
+    synthetic/<name>.onnx     contract-identical random-weight models (``models synth``,
+                              ``fusionrt.builders.synth.synth_model``)
     synthetic/<name>.pt       their torch state dicts (for the torch engines)
 
 Every install is hash-checked against the zoo before it becomes visible (rename into place);
@@ -29,19 +30,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .._fs import CHUNK, atomic_write_bytes, sha256_file
-from ..engines.base import Artifact
 from ..errors import InputError, ModelError
-from .spec import ModelSpec, TensorSpec
+from ..runtime.home import fusionrt_home
+from .spec import Artifact, ModelSpec, TensorSpec
 from .zoo import ZOO, get_spec
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60
 MIRROR_ENV = "FUSIONRT_MODEL_MIRROR"
-
-
-def fusionrt_home() -> Path:
-    return Path(os.environ.get("FUSIONRT_HOME") or Path.home() / ".cache" / "fusionrt")
 
 
 def atomic_copy(src: Path, dest: Path) -> None:
@@ -305,32 +302,6 @@ class ModelStore:
             rows.append(ModelRow(spec.name, spec.task, kind, size, spec.license,
                                  bool(spec.sha256 and spec.sha256_verified)))
         return rows
-
-    def synth(self, name: str, seed: int = 0, width: float = 1.0) -> Path:
-        """Write a random-weight model with ``name``'s contract (``fusionrt.builders.synth``)."""
-        get_spec(name)
-        try:
-            from ..builders.synth import synthesize  # needs torch; imported only here
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("fusionrt"):
-                raise ModelError("synthetic models | fusionrt.builders.synth is missing from this "
-                                 "install") from None
-            raise
-        out = self.synthetic_path(name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(synthesize(name, out, seed=seed, width=width))
-
-    def ensure_synthetic(self, names: list[str], width: float = 1.0) -> dict[str, float]:
-        """Synthesize each of ``names`` that has no synthetic file yet; seconds per one built
-        (benchmarks and device scripts share one set of full-size models)."""
-        import time
-        built = {}
-        for name in names:
-            if not self.synthetic_path(name).is_file():
-                t0 = time.perf_counter()
-                self.synth(name, width=width)
-                built[name] = round(time.perf_counter() - t0, 1)
-        return built
 
     def _record(self, name: str, sha256: str, trusted: bool, origin: str) -> None:
         data = {"name": name, "sha256": sha256, "trusted": trusted, "origin": origin}

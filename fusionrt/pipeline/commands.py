@@ -1,4 +1,8 @@
-"""``fusionrt swap``: put the face of a source image into a target image or video."""
+"""``fusionrt swap``: put the face of a source image into a target image or video.
+
+One path for every target and device: ``plan_stages`` → ``FaceSwapper`` → one frame, or the
+video loop (``video.loop.transcode``) with the swapper as its frame stage.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ import logging
 import time
 from pathlib import Path
 
-from ..engines.registry import engine_names
-from ..errors import EngineError, InputError, OutputError
+from ..errors import InputError, OutputError
 from .image_io import IMAGE_EXTS, read_image, write_image
-from .pipeline import SWAPPER_CHOICES, FaceSwapPipeline, PipelineConfig
+from .plan import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig, engine_help
 from .select import MODES
+from .swapper import FaceSwapper
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output image or video path")
     p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES,
                    help="auto = first neural swapper with real weights installed, else classic")
-    p.add_argument("--engine", default="ort-cpu",
-                   help=f"one of {', '.join(engine_names())}; a per-stage map "
-                        "'detect=ort-cuda,embed=ort-cuda,swap=trt'; or 'auto' (measured once per "
-                        "machine, parity-checked, fastest kept)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (GPU engines)")
+    p.add_argument("--engine", default="default", help=engine_help())
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N: where every stage runs (default cpu)")
+    p.add_argument("--kernels", default="auto", choices=KERNELS,
+                   help="pre/post-processing: host (numpy/OpenCV), device (torch tensors, frames "
+                        "stay on the GPU); auto = device on CUDA, host on the CPU")
     p.add_argument("--select", default="largest", choices=MODES,
                    help="which target faces to swap")
     p.add_argument("--reference", help="with --select reference: image of the person to replace")
@@ -46,17 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="allow random-weight synthetic models (tests and speed work only)")
     p.add_argument("--crf", type=int, default=18, help="video quality (x264 CRF, lower = better)")
     p.add_argument("--batch", type=int, default=16,
-                   help="video with --device cuda: frames per GPU batch (default 16)")
+                   help="video: frames per batch (default 16)")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="video with --device cuda: detect faces on every N-th frame and reuse "
-                        "smoothed landmarks in between (default 1: every frame)")
+                   help="video: detect faces on every N-th frame and reuse smoothed landmarks "
+                        "in between (default 1: every frame)")
     p.add_argument("--explain", action="store_true",
                    help="print which model/engine ran each stage and ms per stage")
     p.add_argument("--encoders", type=int, default=0,
-                   help="video with --device cuda: parallel x264 segment encoders (0 = auto)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (video)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"),
-                   help="generator precision on the GPU path")
+                   help="video: parallel x264 segment encoders (default 0 = auto)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (video; default veryfast)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="generator precision, on engines that support it (default fp32)")
     p.set_defaults(func=run_swap)
 
 
@@ -79,6 +84,22 @@ def _check_output(path: Path, video: bool) -> None:
         raise OutputError(f"output '{path}' | is a folder; expected a file path")
 
 
+def settings_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """``fusionrt swap`` arguments → the pipeline settings (flags a caller lacks: defaults)."""
+    batch = int(getattr(args, "batch", 16))
+    if batch < 1:
+        raise InputError(f"--batch | got {batch}; expected >= 1")
+    every = int(getattr(args, "detect_every", 1))
+    if every < 1:
+        raise InputError(f"--detect-every | got {every}; expected >= 1")
+    return PipelineConfig(
+        swapper=args.swapper, engine=args.engine, device=args.device,
+        kernels=getattr(args, "kernels", "auto"), select=args.select,
+        similarity_threshold=args.similarity, color_transfer=args.color_transfer,
+        poisson=getattr(args, "poisson", False), allow_synthetic=args.allow_synthetic,
+        precision=getattr(args, "precision", "fp32"), detect_every=every, gen_batch=batch)
+
+
 def run_swap(args: argparse.Namespace) -> int:
     out_path = Path(args.output)
     video = _is_video(args.target)
@@ -90,59 +111,58 @@ def run_swap(args: argparse.Namespace) -> int:
     if target_path.resolve() == out_path.resolve():
         raise OutputError(f"output '{out_path}' | same file as the target; choose another path")
     _check_output(out_path, video)
-    if video and args.device.startswith("cuda"):
-        from .device.cli import run_gpu_video  # the GPU-resident path (torch); CPU path below
-        return run_gpu_video(args)
+    settings = settings_from_args(args)
     source_img = read_image(args.source, role="source")
+    reference = read_image(args.reference, role="reference") if args.reference else None
     target_img = None if video else read_image(args.target, role="target")
 
-    config = PipelineConfig(
-        swapper=args.swapper, engine=args.engine, device=args.device, select=args.select,
-        similarity_threshold=args.similarity, color_transfer=args.color_transfer,
-        poisson=args.poisson, allow_synthetic=args.allow_synthetic)
     t0 = time.perf_counter()
-    with FaceSwapPipeline(config) as pipe:
-        pipe.set_source(source_img, args.source)
-        if args.reference:
-            pipe.set_reference(read_image(args.reference, role="reference"), args.reference)
+    with FaceSwapper.open(settings) as swapper:
+        swapper.set_source(source_img, args.source)
+        if reference is not None:
+            swapper.set_reference(reference, args.reference)
         setup_s = time.perf_counter() - t0
+        swapper.reset_timing()
         if video:
-            frames, summary = _swap_video(pipe, args, out_path)
+            stats = _swap_video(swapper, args, out_path)
+            frames = stats.frames
+            summary = (f"{stats.frames} frames at {stats.fps:.1f} fps, "
+                       f"{stats.faces_total} face(s) swapped")
         else:
-            result, n = pipe.process_frame(target_img)
+            result, n = swapper.process_frame(target_img)
             if n == 0:
                 log.warning("no face selected in the target image '%s'; writing it unchanged",
                             args.target)
             write_image(out_path, result)
-            frames, summary = 1, f"{n} face(s) swapped"
-        _report(pipe, args, out_path, summary, frames, setup_s)
+            frames, summary, stats = 1, f"{n} face(s) swapped", None
+        _report(swapper, args, out_path, summary, frames, setup_s, stats)
     return 0
 
 
-def _swap_video(pipe: FaceSwapPipeline, args: argparse.Namespace, out_path: Path):
-    try:
-        from .video.io import process_video
-    except ImportError as e:
-        raise EngineError(f"video '{args.target}' | video support is not available: {e}") from None
-    # process_frame returns (frame, n_faces): process_video counts the faces for us
-    stats = process_video(args.target, str(out_path), pipe.process_frame, crf=args.crf,
-                          preset=getattr(args, "preset", "veryfast"), progress=True)
-    return stats.frames, (f"{stats.frames} frames at {stats.fps:.1f} fps, "
-                          f"{stats.faces_total} face(s) swapped")
+def _swap_video(swapper: FaceSwapper, args: argparse.Namespace, out_path: Path):
+    from .video.loop import VideoConfig, transcode
+    config = VideoConfig(batch=int(getattr(args, "batch", 16)), crf=args.crf,
+                         preset=getattr(args, "preset", "veryfast"),
+                         encoders=int(getattr(args, "encoders", 0)), progress=True)
+    return transcode(args.target, out_path, swapper.frame_stage(config.batch), config)
 
 
-def _report(pipe: FaceSwapPipeline, args: argparse.Namespace, out_path: Path, summary: str,
-            frames: int, setup_s: float) -> None:
-    if pipe.synthetic:
+def _report(swapper: FaceSwapper, args: argparse.Namespace, out_path: Path, summary: str,
+            frames: int, setup_s: float, stats) -> None:
+    if swapper.synthetic:
         print("WARNING: synthetic (random-weight) model used: the output is garbage, "
               "for tests and speed work only")
-    print(f"swapper: {pipe.swapper_name}; {summary}; wrote {out_path}")
+    print(f"swapper: {swapper.swapper_name} on {swapper.plan.device}; {summary}; wrote {out_path}")
     if args.explain:
-        for stage, what in pipe.describe().items():
-            print(f"  {stage:<7} {what}")
-        print(f"  setup   {setup_s * 1000:.1f} ms (model load + source face)")
-        ms = pipe.stage_ms()
-        for stage in ("detect", "embed", "swap", "paste"):
-            if stage in ms:
-                print(f"  {stage:<7} {ms[stage]:.1f} ms/frame")
-        print(f"  total   {sum(ms.values()):.1f} ms/frame over {frames} frame(s)")
+        for stage, what in swapper.describe().items():
+            print(f"  {stage:<12} {what}")
+        print(f"  {'setup':<12} {setup_s * 1000:.1f} ms (model load + source face)")
+        if stats is not None:
+            print(f"  {'encoders':<12} {stats.encoders} x x264 {getattr(args, 'preset', '')}, "
+                  f"batch {getattr(args, 'batch', '')}")
+        ms = swapper.stage_ms()
+        for stage, v in ms.items():
+            print(f"  {stage:<12} {v:.2f} ms/frame")
+        print(f"  {'total':<12} {sum(ms.values()):.2f} ms/frame over {frames} frame(s)")
+        for name, s in sorted(getattr(stats, "waits_s", {}).items()):
+            print(f"  wait {name:<22} {s:.2f} s")

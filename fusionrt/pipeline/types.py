@@ -28,3 +28,20 @@ class Face:
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
         return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A face to put into targets (or, for ``select="reference"``, the person to replace): its
+    detection with embedding when an embedder ran, the image it came from (the classic swapper
+    transplants pixels from it), where that image was read from (for messages), and the
+    generator's source vector for it (neural swappers; kernel-set specific: numpy or tensor)."""
+
+    face: Face
+    image: np.ndarray
+    path: str | None = None
+    latent: object = None
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        return self.face.embedding

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._fs import CHUNK, sha256_file
+from .home import fusionrt_home
+from .machine import library_version
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,7 @@ _MAX_HEADER = 1 << 20  # a header is a few hundred bytes; anything larger is gar
 
 def cache_root() -> Path:
     """Where engines are cached: ``$FUSIONRT_HOME/engines``."""
-    from ..models.store import fusionrt_home
     return fusionrt_home() / "engines"
-
 
 
 @dataclass(frozen=True)
@@ -98,26 +98,18 @@ class Fingerprint:
         return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
 
 
-def _version(module: str) -> str | None:
-    try:
-        return str(__import__(module).__version__)
-    except Exception:  # not installed, or broken: either way not part of this build
-        return None
-
-
 def runtime_fingerprint_fields(device_index: int = 0) -> dict[str, str | None]:
     """GPU name, compute capability and library versions, each ``None`` where unavailable.
 
     Never raises: a missing or broken library is simply absent from the fingerprint.
     """
-    from .. import __version__
     out: dict[str, str | None] = {
-        "gpu_name": None, "compute_capability": None, "tensorrt": _version("tensorrt"),
-        "onnxruntime": _version("onnxruntime"), "cuda": None, "torch": None,
-        "fusionrt": __version__}
+        "gpu_name": None, "compute_capability": None, "tensorrt": library_version("tensorrt"),
+        "onnxruntime": library_version("onnxruntime"), "cuda": None, "torch": None,
+        "fusionrt": library_version("fusionrt")}
     try:
         import torch
-        out["torch"] = torch.__version__
+        out["torch"] = library_version("torch")
         out["cuda"] = torch.version.cuda
         if torch.cuda.is_available():
             out["gpu_name"] = torch.cuda.get_device_name(device_index)

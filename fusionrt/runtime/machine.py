@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 MB = 1024.0 * 1024.0
 
 
-def _version(module: str) -> str | None:
+def library_version(module: str) -> str | None:
+    """``module.__version__`` (``"fusionrt"`` included), or ``None`` where the module is absent or
+    broken: either way it is not part of this run. The one version lookup of fusionrt: doctor,
+    bench result files and engine-cache fingerprints all read versions through it."""
     try:
         return str(__import__(module).__version__)
-    except Exception:  # absent or broken: either way not part of this run
+    except Exception:
         return None
 
 
@@ -39,7 +42,7 @@ def cpu_model() -> str:
 def command_line(argv: list[str] | None = None) -> str:
     """The exact command, with ``python -m fusionrt.cli`` spelled as typed."""
     argv = list(sys.argv if argv is None else argv)
-    if argv and argv[0].replace("\\", "/").endswith("fusionrt/cli.py"):
+    if argv and argv[0].replace("\\", "/").endswith("fusionrt/cli/__main__.py"):
         argv = [os.path.basename(sys.executable), "-m", "fusionrt.cli"] + argv[1:]
     elif argv and argv[0].endswith("__main__.py"):
         argv = [os.path.basename(sys.executable), "-m", "fusionrt"] + argv[1:]
@@ -81,13 +84,13 @@ def _smi_driver() -> str | None:
 
 def machine_info(device: str = "cpu", command: str | None = None) -> dict[str, Any]:
     """The ``machine`` block of a result file. Never raises; unknown fields are ``None``."""
-    from .. import __version__
     info: dict[str, Any] = {
         "gpu_name": None, "gpu_driver": None, "gpu_memory_total_mb": None,
         "compute_capability": None, "cuda": None, "cudnn": None,
-        "torch": _version("torch"), "onnxruntime": _version("onnxruntime"),
-        "onnxruntime_providers": None, "tensorrt": _version("tensorrt"), "fusionrt": __version__,
-        "numpy": _version("numpy"), "python": platform.python_version(),
+        "torch": library_version("torch"), "onnxruntime": library_version("onnxruntime"),
+        "onnxruntime_providers": None, "tensorrt": library_version("tensorrt"),
+        "fusionrt": library_version("fusionrt"),
+        "numpy": library_version("numpy"), "python": platform.python_version(),
         "platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "device": device,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

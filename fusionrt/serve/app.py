@@ -177,7 +177,7 @@ def create_app(settings: ServeSettings | None = None):
             finally:
                 v.release()
             rec = identities.add(img, v.version, prepared)
-        f = prepared.source.face
+        f = prepared.face
         return {"id": rec.id, "version": v.version,
                 "face": {"box": [round(float(x), 1) for x in f.box], "score": round(f.score, 4)}}
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..errors import EngineError
-from ..pipeline.pipeline import SWAPPER_CHOICES, PipelineConfig
+from ..pipeline.plan import SWAPPER_CHOICES, PipelineConfig, engine_help
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-side", type=int, default=4096, help="pixels, images and videos")
     p.add_argument("--jobs-dir", type=Path, help="video job files (default $FUSIONRT_HOME/serve/jobs)")
     p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES)
-    p.add_argument("--engine", default="ort-cpu", help="as for 'fusionrt swap --engine'")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--engine", default="default", help=engine_help())
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--select", default="largest", choices=("largest", "all"))
     p.add_argument("--allow-synthetic", action="store_true",
                    help="allow random-weight synthetic models (tests and speed work only)")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .._fs import atomic_write_bytes
-from ..models.store import fusionrt_home
+from ..runtime.home import fusionrt_home
 from .metrics import Metrics
 from .runtime import IdentityRecord, IdentityStore, Runtime
 from .settings import ServeSettings

@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import FusionError, InputError, ModelError
 from ..models.store import ModelStore
 from ..pipeline.image_io import read_image
-from ..pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+from ..pipeline.plan import PipelineConfig
+from ..pipeline.swapper import FaceSwapper
 from .metrics import Metrics
 from .settings import ServeSettings
 from .versions import ModelVersion, Prepared, fingerprint
@@ -66,9 +67,9 @@ class Runtime:
     def build(self, config: PipelineConfig) -> ModelVersion:
         """Load, warm and gate a new version (slow; call from a worker thread)."""
         t0 = time.perf_counter()
-        pipe = FaceSwapPipeline(config, ModelStore())
-        name = f"v{next(self._counter)}-{pipe.swapper_name}-{fingerprint(pipe)}"
-        version = ModelVersion(name, pipe, self.settings, self.metrics)
+        swapper = FaceSwapper.open(config, ModelStore())
+        name = f"v{next(self._counter)}-{swapper.swapper_name}-{fingerprint(swapper)}"
+        version = ModelVersion(name, swapper, self.settings, self.metrics)
         try:
             self._warm(version)
         except BaseException:
@@ -138,7 +139,7 @@ class Runtime:
         if not self._reload_lock.acquire(blocking=False):
             raise ReloadBusy("reload | another reload is in progress; retry when it finishes")
         try:
-            base = self.current.pipe.config if self.current else self.settings.pipeline
+            base = self.current.config if self.current else self.settings.pipeline
             try:
                 config = dataclasses.replace(base, **(changes or {}))
             except TypeError as e:

@@ -1,8 +1,9 @@
-"""Model versions: a loaded pipeline with its own batchers, and how requests use one.
+"""Model versions: a loaded ``FaceSwapper`` with its own batchers, and how requests use one.
 
-A ``ModelVersion`` runs the pipeline's stages itself (not ``process_frame``) because requests
-with different sources share it and its detector/generator calls are batched across them:
-detect (batched) → select → swap (batched; see ``_swap_batch``) → paste (per request).
+Requests with different sources share a version, so its detector and generator calls are
+batched across them: the batchers call ``FaceSwapper.detect`` (many frames, one call) and
+``FaceSwapper.swap_faces`` (many faces of different identities, one generator call), and each
+request pastes its own results with ``FaceSwapper.paste``. No stage runs here.
 """
 
 from __future__ import annotations
@@ -17,33 +18,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import NoFaceError
-from ..pipeline.host.align import warp_face
-from ..pipeline.host.paste import paste_back
-from ..pipeline.pipeline import FaceSwapPipeline
-from ..pipeline.select import select_faces
-from ..pipeline.host.swap import NeuralSwapper, SourceIdentity, SwapResult
-from ..pipeline.types import Face
+from ..pipeline.swapper import FaceSwapper
+from ..pipeline.types import Face, Identity
 from .batcher import DynamicBatcher
 from .metrics import Metrics
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Prepared:
-    """A source identity made ready for one version: the face (and embedding) plus the
-    generator's latent (neural swappers) so repeated requests skip that work."""
-
-    source: SourceIdentity
-    latent: np.ndarray | None = None
+Prepared = Identity  # a source made ready for one version: face, embedding, generator latent
 
 
 @dataclass(eq=False)
 class SwapItem:
     frame: np.ndarray
     face: Face
-    prepared: Prepared
+    prepared: Identity
 
 
 @dataclass
@@ -55,12 +45,11 @@ class SwapOutcome:
     batch: int = 0  # generator batch size this request's first face ran in
 
 
-def fingerprint(pipe: FaceSwapPipeline) -> str:
+def fingerprint(swapper: FaceSwapper) -> str:
     """8 hex digits that change when any loaded model file changes (path, size, mtime)."""
     h = hashlib.sha256()
-    for stage in (pipe.detector, pipe.embedder, pipe.swapper):
-        engine = getattr(stage, "engine", None)
-        path = getattr(getattr(engine, "artifact", None), "onnx_path", None)
+    for stage in swapper.plan.stages.values():
+        path = stage.artifact.onnx_path
         h.update(str(path).encode())
         if path is not None and path.is_file():
             st = path.stat()
@@ -69,23 +58,27 @@ def fingerprint(pipe: FaceSwapPipeline) -> str:
 
 
 class ModelVersion:
-    """One loaded pipeline serving requests through its own detect and swap batchers."""
+    """One loaded swapper serving requests through its own detect and swap batchers."""
 
-    def __init__(self, version: str, pipe: FaceSwapPipeline, settings: ServeSettings,
+    def __init__(self, version: str, swapper: FaceSwapper, settings: ServeSettings,
                  metrics: Metrics | None = None):
-        self.version, self.pipe, self.settings = version, pipe, settings
-        self.neural = isinstance(pipe.swapper, NeuralSwapper)
+        self.version, self.swapper, self.settings = version, swapper, settings
+        self.neural = "swap" in swapper.plan.stages
         hooks = dict(on_batch=metrics.on_batch, on_depth=metrics.on_depth) if metrics else {}
         # Room for every accepted request's items plus job frames; admission (``queue``) bounds it.
         size = max(4 * settings.queue, 4 * settings.max_batch)
-        self.detect_q = DynamicBatcher("detect", pipe.detector.detect_batch, settings.max_batch,
+        self.detect_q = DynamicBatcher("detect", swapper.detect, settings.max_batch,
                                        settings.max_delay_ms, size, **hooks)
         self.swap_q = DynamicBatcher("swap", self._swap_batch, settings.max_batch,
                                      settings.max_delay_ms, size, **hooks)
-        self.stages = pipe.describe()
+        self.stages = swapper.describe()
         self._inflight = 0
         self._idle = threading.Condition()
         self.closed = False
+
+    @property
+    def config(self):
+        return self.swapper.settings
 
     # -- reference counting (reload drains old versions) -------------------------
     def acquire(self) -> None:
@@ -112,64 +105,41 @@ class ModelVersion:
                         self.version, left, timeout)
         self.detect_q.close()
         self.swap_q.close()
-        self.pipe.close()
+        self.swapper.close()
         self.closed = True
         log.info("version %s | closed", self.version)
 
     # -- batch work (runs in the batcher threads) ---------------------------------
-    def _swap_batch(self, items: list[SwapItem]) -> list[SwapResult]:
-        """Swap many faces. Neural: one generator call for the whole batch, one latent row per
-        crop (identities may differ). Classic has no model, so there is nothing to batch: it
-        runs per item."""
-        sw = self.pipe.swapper
-        if not self.neural:
-            return [sw.swap(it.frame, it.face, it.prepared.source) for it in items]
-        warped = [warp_face(it.frame, it.face.landmarks, sw.template, sw.size) for it in items]
-        latents = np.stack([np.asarray(it.prepared.latent, np.float32).reshape(-1)
-                            for it in items])
-        crops = sw.swap_crops([w[0] for w in warped], latents)
-        return [SwapResult(crop, w[1]) for crop, w in zip(crops, warped)]
+    def _swap_batch(self, items: list[SwapItem]) -> list:
+        """Many faces, one generator call, one latent row per crop (identities may differ)."""
+        return self.swapper.swap_faces([(it.frame, it.face, it.prepared) for it in items])
 
     # -- identities -----------------------------------------------------------------
-    def _finish_identity(self, image: np.ndarray, faces: list[Face], role: str) -> Prepared:
-        if not faces:
-            raise NoFaceError(f"{role} image | no face found; expected a photo with a visible face")
-        face = max(faces, key=lambda f: f.area)
-        latent = None
-        if self.pipe.embedder is not None:
-            face = self.pipe.embedder.embed(image, [face])[0]
-        if self.neural:
-            latent = self.pipe.swapper.latent(face.embedding)
-        return Prepared(SourceIdentity(face, image, role), latent)
+    def _identity(self, image: np.ndarray, role: str) -> Identity:
+        try:
+            return self.swapper.identity(image, role)
+        except NoFaceError:
+            raise NoFaceError(f"{role} image | no face found; expected a photo with a "
+                              "visible face") from None
 
-    async def prepare(self, image: np.ndarray, timeout: float, role: str = "source") -> Prepared:
-        faces, _ = await self.detect_q.run(image, timeout)
-        return await asyncio.to_thread(self._finish_identity, image, faces, role)
+    async def prepare(self, image: np.ndarray, timeout: float, role: str = "source") -> Identity:
+        return await asyncio.wait_for(asyncio.to_thread(self._identity, image, role), timeout)
 
-    def prepare_sync(self, image: np.ndarray, role: str = "source") -> Prepared:
-        faces = self.detect_q.run_sync([image])[0]
-        return self._finish_identity(image, faces, role)
+    def prepare_sync(self, image: np.ndarray, role: str = "source") -> Identity:
+        return self._identity(image, role)
 
     # -- frames ---------------------------------------------------------------------
-    def _paste(self, frame: np.ndarray, results: list[SwapResult]) -> np.ndarray:
-        c, out = self.pipe.config, frame
-        for res in results:
-            out = paste_back(out, res.crop, res.matrix, mask=res.mask, feather=c.feather,
-                             color_transfer=c.color_transfer, poisson=c.poisson)
-        return out if results else frame.copy()
+    def _paste(self, frame: np.ndarray, results: list) -> np.ndarray:
+        return self.swapper.paste(frame, results) if results else frame.copy()
 
-    def _select(self, faces: list[Face]) -> list[Face]:
-        return select_faces(faces, self.pipe.config.select)
-
-    async def swap(self, frame: np.ndarray, prepared: Prepared, timeout: float) -> SwapOutcome:
+    async def swap(self, frame: np.ndarray, prepared: Identity, timeout: float) -> SwapOutcome:
         """One request: detect and swap through the batchers, paste in a worker thread."""
         deadline = time.perf_counter() + timeout
         ms: dict[str, float] = {}
         faces, t = await self.detect_q.run(frame, timeout)
         ms["detect_queue"], ms["detect"] = t.wait_ms, t.run_ms
-        faces = self._select(faces)
         batch = 0
-        results: list[SwapResult] = []
+        results: list = []
         if faces:
             left = max(deadline - time.perf_counter(), 0.001)
             done = await asyncio.gather(*(self.swap_q.run(SwapItem(frame, f, prepared), left)
@@ -183,10 +153,10 @@ class ModelVersion:
         ms["paste"] = (time.perf_counter() - t0) * 1000.0
         return SwapOutcome(out, len(results), self.version, ms, batch)
 
-    def process_frames(self, frames: list[np.ndarray], prepared: Prepared
+    def process_frames(self, frames: list[np.ndarray], prepared: Identity
                        ) -> list[tuple[np.ndarray, int]]:
         """Video jobs: several frames at once, so their crops batch (blocking; job thread)."""
-        all_faces = [self._select(f) for f in self.detect_q.run_sync(frames)]
+        all_faces = self.detect_q.run_sync(frames)
         items = [SwapItem(fr, face, prepared) for fr, faces in zip(frames, all_faces)
                  for face in faces]
         results = iter(self.swap_q.run_sync(items))

@@ -1,19 +1,21 @@
 """Triton Python-backend model ``fusionrt_pipeline``: the whole face swap, calling the stage
 models through BLS (copied into the repository as ``fusionrt_pipeline/1/model.py``).
 
-detect (BLS → ``fusionrt_detect``) → decode + NMS (numpy/OpenCV) → largest face → align →
-swap (BLS → ``fusionrt_swap``) → paste-back. The source identity is detected and embedded
-(BLS → ``fusionrt_embed``) once per distinct SOURCE image. The pre/post-processing is fusionrt's
-own (``Detector``, ``Embedder``, ``NeuralSwapper``, ``paste_back``) on an engine whose ``run``
-is a BLS request, so results match the in-process pipeline on the same files. Needs fusionrt
-installed in the Triton container's Python (deploy/Dockerfile).
+It is fusionrt's one orchestrator, ``FaceSwapper``, on the repository's stage plan (the same
+plan as the in-process ``repo_pipeline.build_pipeline``) with host kernels whose engines are BLS
+requests: detect → ``fusionrt_detect``, embed → ``fusionrt_embed``, swap → ``fusionrt_swap``;
+selection, alignment and paste-back are the swapper's. The source identity is prepared once
+per distinct SOURCE image. So results match the in-process pipeline on the same files. Needs
+fusionrt installed in the Triton container's Python (deploy/Dockerfile). Imports are absolute:
+Triton loads this file as a top-level module, outside the package.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,13 +24,16 @@ try:  # only inside Triton's Python backend; tests inject a stand-in module
 except ImportError:  # pragma: no cover - imported outside Triton for documentation/tests
     pb_utils = None
 
-from ..engines.base import Artifact, Engine
-from ..errors import EngineError, NoFaceError
-from ..pipeline.host.detect import Detector
-from ..pipeline.host.embed import Embedder
-from ..pipeline.host.paste import paste_back
-from ..pipeline.host.swap import NeuralSwapper, SourceIdentity
-from .repo_pipeline import RepoStore
+from fusionrt.engines.base import Engine, EngineConfig
+from fusionrt.errors import EngineError
+from fusionrt.models.spec import Artifact
+from fusionrt.pipeline.host.kernels import HostKernels
+from fusionrt.pipeline.plan import Plan, plan_stages
+from fusionrt.pipeline.swapper import FaceSwapper
+from fusionrt.pipeline.types import Identity
+from fusionrt.triton.repo_pipeline import Identities, RepoStore, repo_settings, swap_frames
+
+SOURCE_CACHE = 8  # prepared source identities kept
 
 
 class BlsEngine(Engine):
@@ -36,8 +41,8 @@ class BlsEngine(Engine):
 
     name = "triton-bls"
 
-    def __init__(self, artifact: Artifact, model_name: str):
-        super().__init__(artifact)
+    def __init__(self, artifact: Artifact, model_name: str, config: EngineConfig | None = None):
+        super().__init__(artifact, config)
         self.model_name = model_name
 
     def _load(self) -> None:
@@ -56,58 +61,84 @@ class BlsEngine(Engine):
                 for t in self.spec.outputs}
 
 
+class BlsKernels(HostKernels):
+    """The host kernels with every stage's engine a BLS request to that stage's Triton model."""
+
+    def __init__(self, models: dict[str, str]):
+        super().__init__()
+        self.models = models  # zoo model name -> Triton model name
+
+    def _open(self, stage_plan: Any) -> Engine:
+        # the served file's artifact: its contract (and inswapper's emap, read from the file)
+        engine = BlsEngine(stage_plan.artifact, self.models[stage_plan.model],
+                           stage_plan.engine_config()).load()
+        self.engines.append(engine)
+        return engine
+
+
+def bls_plan(store: RepoStore, swapper: str | None = None, det_size: int | None = None) -> Plan:
+    """The repository's stage plan (as ``repo_pipeline.build_pipeline`` plans it), each stage's
+    engine a BLS request to the stage's Triton model."""
+    plan = plan_stages(repo_settings(store, swapper, det_size), store)
+    stages = {st: dataclasses.replace(sp, engine=BlsEngine.name,
+                                      reason=f"BLS request to '{store.entries[sp.model][2]}'")
+              for st, sp in plan.stages.items()}
+    return dataclasses.replace(plan, stages=stages)
+
+
 class TritonPythonModel:
     """Triton calls ``initialize`` once, ``execute`` per batch of requests."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        repo = Path(args["model_repository"]).parent
-        store = RepoStore(repo)
+        store = RepoStore(Path(args["model_repository"]).parent)
+        det = params.get("det_size")
+        plan = bls_plan(store, params.get("swapper"), int(det) if det else None)
+        models = {zoo: entry[2] for zoo, entry in store.entries.items()}
+        self.swapper = FaceSwapper(plan, BlsKernels(models))
+        self.sources = Identities(self.swapper, SOURCE_CACHE)
 
-        def engine(name: str) -> BlsEngine:
-            art = store.resolve(name)  # the served file: contract + inswapper's emap
-            return BlsEngine(art, store.entries[name][2]).load()
+    def finalize(self):
+        self.swapper.close()
 
-        swap_spec = store.resolve(params.get("swapper", store.swapper)).spec
-        self.detector = Detector(engine("retinaface_mnet025"),
-                                 input_size=int(params.get("det_size", 640)))
-        self.embedder = Embedder(engine(swap_spec.extra.get("embedder", "arcface_w600k_r50")))
-        self.swapper = NeuralSwapper(engine(swap_spec.name))
-        self.sources: dict[str, SourceIdentity] = {}
-
-    def source(self, image: np.ndarray) -> SourceIdentity:
-        key = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
-        if key not in self.sources:
-            faces = self.detector.detect(image)
-            if not faces:
-                raise NoFaceError("no face in the source image")
-            face = self.embedder.embed(image, [max(faces, key=lambda f: f.area)])[0]
-            if len(self.sources) >= 8:
-                self.sources.pop(next(iter(self.sources)))
-            self.sources[key] = SourceIdentity(face, image)
-        return self.sources[key]
+    def source(self, image: np.ndarray) -> Identity:
+        """The identity of the largest face of ``image`` (prepared once per distinct image)."""
+        return self.sources.get(image)
 
     def swap(self, target: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
-        """As ``FaceSwapPipeline.process_frame`` with ``select='largest'``."""
-        ident = self.source(np.ascontiguousarray(source))
-        faces = self.detector.detect(np.ascontiguousarray(target))
-        if not faces:
-            return target.copy(), 0
-        res = self.swapper.swap(target, max(faces, key=lambda f: f.area), ident)
-        return paste_back(target, res.crop, res.matrix, mask=res.mask), 1
+        """As ``FaceSwapper.process_frame`` with ``source``'s largest face as the identity."""
+        return swap_frames(self.swapper, [target], [self.source(source)])[0]
 
     def execute(self, requests):
-        responses = []
-        for req in requests:
+        results: list[Any] = [None] * len(requests)
+        todo = []  # (request index, target, identity)
+        for i, req in enumerate(requests):
             try:
                 tgt = pb_utils.get_input_tensor_by_name(req, "TARGET").as_numpy()
                 src = pb_utils.get_input_tensor_by_name(req, "SOURCE").as_numpy()
-                out, n = self.swap(tgt, src)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("IMAGE", out.astype(np.uint8)),
-                    pb_utils.Tensor("FACES", np.array([n], np.int32))]))
-            except Exception as e:  # one bad request must not fail the others
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(str(e))))
-        return responses
+                todo.append((i, tgt, self.source(src)))
+            except Exception as e:  # noqa: BLE001 - one bad request must not fail the others
+                results[i] = e
+        try:  # every request's faces in one generator call
+            done = swap_frames(self.swapper, [t for _, t, _ in todo], [d for _, _, d in todo])
+        except Exception:  # noqa: BLE001 - find the request that broke it: one by one
+            done = []
+            for _, tgt, ident in todo:
+                try:
+                    done.append(swap_frames(self.swapper, [tgt], [ident])[0])
+                except Exception as e:  # noqa: BLE001
+                    done.append(e)
+        for (i, _, _), r in zip(todo, done):
+            results[i] = r
+        return [self._response(r) for r in results]
+
+    @staticmethod
+    def _response(result: Any):
+        if isinstance(result, BaseException):
+            return pb_utils.InferenceResponse(output_tensors=[],
+                                              error=pb_utils.TritonError(str(result)))
+        out, n = result
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("IMAGE", out.astype(np.uint8)),
+            pb_utils.Tensor("FACES", np.array([n], np.int32))])

@@ -26,6 +26,7 @@ from typing import Any
 from .._fs import atomic_write_bytes as write_text_bytes
 from ..errors import FusionError, InputError, ModelError
 from ..models.spec import ModelSpec
+from ..pipeline.plan import REFERENCE_ENGINE  # gate and bench row: the FP32 reference
 from .notify import Server, parse_servers
 from .repository import MANIFEST, place_stage, stage_io, write_text
 from .versions import RELEASE_FILE, model_dir, served_version, set_policy, version_numbers
@@ -51,7 +52,7 @@ def calibration_for(spec: ModelSpec, source: Path | None, workdir: Path,
     the images/video at ``source`` (augmented up to 64 crops when there are few faces)."""
     if source is None or Path(source).suffix == ".npz":
         return source
-    from ..builders.calibrate import build_calibration_set
+    from ..pipeline.artifacts import build_calibration_set
     cal = build_calibration_set(spec.name, source, count=64, do_augment=True,
                                 allow_synthetic=allow_synthetic)
     return cal.save(workdir / f"{spec.name}.calibration.npz")
@@ -69,8 +70,9 @@ def gated_artifact(spec: ModelSpec, fp32: Path, precision: str, workdir: Path, *
     """
     if precision == "fp32":
         return Built(Path(fp32), "fp32")
-    from ..builders.commands import _id_embedder, holdout_feeds, make_artifact
+    from ..builders.convert import holdout_feeds, make_artifact
     from ..builders.gate import evaluate, refusal, thresholds_for
+    from ..pipeline.artifacts import gate_inputs
     workdir.mkdir(parents=True, exist_ok=True)
     cal = calibration_for(spec, calibration, workdir, allow_synthetic)
     if cal is None:  # no calibration set: the gate judges the example photos, not noise
@@ -84,10 +86,9 @@ def gated_artifact(spec: ModelSpec, fp32: Path, precision: str, workdir: Path, *
         fit, held, notes = holdout_feeds(spec, cal)
     out = workdir / f"{spec.name}.{precision}.onnx"
     details = make_artifact(spec, Path(fp32), precision, out, fit)
-    embedder = _id_embedder(allow_synthetic) if spec.task == "swap" else None
-    report = evaluate(spec, Path(fp32), out, precision, held, engine="ort-cpu",
+    report = evaluate(spec, Path(fp32), out, precision, held, engine=REFERENCE_ENGINE,
                       thresholds=thresholds_for(precision, **(thresholds or {})),
-                      id_embedder=embedder, synthetic=synthetic)
+                      synthetic=synthetic, **gate_inputs(spec, allow_synthetic))
     report.notes[:0] = notes
     report.details = details
     if not report.passed:
@@ -123,17 +124,18 @@ def keep_emap(spec: ModelSpec, fp32: Path, out: Path) -> None:
 
 def bench_row(spec: ModelSpec, path: Path, precision: str, runs: int = 5,
               det_size: int = 640) -> dict:
-    """One benchmark row (ort-cpu, batch 1, ``runs`` timed runs after one warm-up)."""
+    """One benchmark row (the FP32 reference engine, ORT on the CPU; batch 1, ``runs`` timed
+    runs after one warm-up)."""
     from ..bench.stages import DEFAULT_FRAME, DEFAULT_SOURCE, make_feeds, read_images
     from ..bench.timers import PerfCounterTimer, RowKey, summarize
-    from ..engines.base import Artifact
-    from ..engines.registry import get_engine
+    from ..builders.open import open_engine
+    from ..models.spec import Artifact
     feeds = make_feeds(spec, 1, det_size, read_images((DEFAULT_FRAME, DEFAULT_SOURCE)))
-    with get_engine("ort-cpu")(Artifact(spec, path)) as eng:
+    with open_engine(REFERENCE_ENGINE, Artifact(spec, path)) as eng:
         eng.run(feeds)
         timing, _ = PerfCounterTimer().measure(lambda: eng.run(feeds), runs,
-                                               RowKey(spec.task, "ort-cpu", precision, 1))
-    return {"model": spec.name, "precision": precision, "engine": "ort-cpu", "batch": 1,
+                                               RowKey(spec.task, REFERENCE_ENGINE, precision, 1))
+    return {"model": spec.name, "precision": precision, "engine": REFERENCE_ENGINE, "batch": 1,
             "runs": runs, "latency_ms": summarize(timing.latency_ms),
             "bytes": path.stat().st_size}
 
@@ -148,7 +150,7 @@ def export_fp32(spec: ModelSpec, workdir: Path, allow_synthetic: bool) -> tuple[
     import numpy as np
 
     from ..builders.export import export_onnx
-    from ..builders.synth import load_reference
+    from ..models.arch.reference import load_reference
     module = load_reference(spec.name, art.weights_path)
     extra = {"emap": module.emap.numpy().astype(np.float32)} if hasattr(module, "emap") else None
     out = workdir / f"{spec.name}.fp32.onnx"

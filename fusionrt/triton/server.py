@@ -22,7 +22,6 @@ roll back on failure, over the same authenticated-by-network Triton endpoints.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import threading
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .repo_pipeline import Loaded, build_pipeline
+from .repo_pipeline import Identities, Loaded, build_pipeline, swap_frames
+from .repository import STAGES
 
 log = logging.getLogger("fusionrt.triton.server")
 
@@ -51,7 +51,7 @@ class Slot:
 
     @staticmethod
     def _prepare(loaded: Loaded) -> Loaded:
-        loaded.sources = {}  # type: ignore[attr-defined]  # sha1 of source bytes -> identity
+        loaded.sources = Identities(loaded.pipe, SOURCE_CACHE)  # type: ignore[attr-defined]
         loaded.run_lock = threading.Lock()  # type: ignore[attr-defined]
         return loaded
 
@@ -83,39 +83,25 @@ class Slot:
         return {"ok": True, "versions": self.current.versions}
 
 
-def _source(loaded, image: np.ndarray):
-    key = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
-    ident = loaded.sources.get(key)
-    if ident is None:
-        ident = loaded.pipe.set_source(image)
-        if len(loaded.sources) >= SOURCE_CACHE:
-            loaded.sources.pop(next(iter(loaded.sources)))
-        loaded.sources[key] = ident
-    loaded.pipe.source = ident
-
-
 def make_infer_functions(slot: Slot):
     """(pipeline, stage factory, control) callables for PyTriton, numpy in, numpy out."""
     from pytriton.decorators import batch
 
     @batch
     def pipeline(TARGET: np.ndarray, SOURCE: np.ndarray):
-        images, faces, versions = [], [], []
         with slot.use() as cur, cur.run_lock:
-            for tgt, src in zip(TARGET, SOURCE):
-                _source(cur, np.ascontiguousarray(src))
-                out, n = cur.pipe.process_frame(np.ascontiguousarray(tgt))
-                images.append(out)
-                faces.append([n])
-                versions.append([cur.versions.get("fusionrt_swap", 0)])
-        return {"IMAGE": np.stack(images), "FACES": np.asarray(faces, np.int32),
-                "VERSION": np.asarray(versions, np.int32)}
+            identities = [cur.sources.get(src) for src in SOURCE]
+            results = swap_frames(cur.pipe, list(TARGET), identities)
+            version = cur.versions.get(STAGES["swap"], 0)
+        return {"IMAGE": np.stack([out for out, _ in results]),
+                "FACES": np.asarray([[n] for _, n in results], np.int32),
+                "VERSION": np.full((len(results), 1), version, np.int32)}
 
-    def stage(attr: str):
+    def stage(name: str):
         @batch
         def run(**feeds):
             with slot.use() as cur:
-                engine = getattr(cur.pipe, attr).engine
+                engine = cur.engines[name]
                 out = engine.run({k: np.ascontiguousarray(v) for k, v in feeds.items()})
                 return {k: np.asarray(v) for k, v in out.items()}
         return run
@@ -169,12 +155,11 @@ def serve(repo: Path, http_port: int, grpc_port: int, metrics_port: int, max_bat
                     inputs=[_t("TARGET", np.uint8, img), _t("SOURCE", np.uint8, img)],
                     outputs=[_t("IMAGE", np.uint8, img), _t("FACES", np.int32, (1,)),
                              _t("VERSION", np.int32, (1,))], config=batched, strict=True)
-        det = slot.current.pipe.detector.input_size
+        det = slot.current.pipe.settings.det_size
         dims = {"H": det, "W": det, "A": len(priors(det))}
-        for attr, name in (("detector", "fusionrt_detect"), ("embedder", "fusionrt_embed"),
-                           ("swapper", "fusionrt_swap")):
-            spec = getattr(slot.current.pipe, attr).engine.spec
-            triton.bind(name, stage(attr), inputs=[_spec_t(t, dims) for t in spec.inputs],
+        for st, name in STAGES.items():
+            spec = slot.current.engines[st].spec
+            triton.bind(name, stage(st), inputs=[_spec_t(t, dims) for t in spec.inputs],
                         outputs=[_spec_t(t, dims) for t in spec.outputs], config=batched)
         triton.bind("fusionrt_control", control,
                     inputs=[_t("COMMAND", np.bytes_, (1,))],

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ... import __version__
 from ..._fs import sha256_file
 from ...runtime.cache import EngineCache, Fingerprint
+from ...runtime.machine import library_version
 from ...errors import ModelError
 from . import read_onnx_graph, scaled
 
@@ -191,11 +191,10 @@ def _check_once(gen: SimSwapGenerator, path, names: list[str], label: str) -> No
     """Run the ONNX Runtime check unless this file already passed it with this fusionrt, torch
     and onnxruntime: the verdict is kept in the engine cache (engine ``native-check``, keyed by
     the file's sha256), because the check is most of a load (~4.5 s of ~5 on 2 CPU cores)."""
-    import onnxruntime as ort
-
     fp = Fingerprint(onnx_sha256=sha256_file(path), precision="fp32", batch_profile="1",
-                     engine="native-check", builder="simswap256", onnxruntime=ort.__version__,
-                     torch=torch.__version__, fusionrt=__version__)
+                     engine="native-check", builder="simswap256",
+                     onnxruntime=library_version("onnxruntime"),
+                     torch=library_version("torch"), fusionrt=library_version("fusionrt"))
     cache = EngineCache()
     if cache.read(fp) is not None:
         return

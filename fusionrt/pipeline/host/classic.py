@@ -17,8 +17,8 @@ import numpy as np
 
 from .align import warp_face
 from .paste import color_transfer_lab, feather_mask
-from .swap import SourceIdentity, SwapResult
-from ..types import Face
+from .swap import SwapResult
+from ..types import Face, Identity
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class ClassicSwapper:
         self.template = template
         self.color_match = color_match
         self.mask = face_oval_mask(self.size, feather)
-        self._source: SourceIdentity | None = None
+        self._source: Identity | None = None
         self._source_crop: np.ndarray | None = None
 
-    def source_crop(self, source: SourceIdentity) -> np.ndarray:
+    def source_crop(self, source: Identity) -> np.ndarray:
         """The source face in canonical space (cached: a video reuses one source)."""
         if source is not self._source:
             self._source_crop = warp_face(source.image, source.face.landmarks,
@@ -60,7 +60,7 @@ class ClassicSwapper:
             self._source = source
         return self._source_crop
 
-    def swap(self, frame: np.ndarray, face: Face, source: SourceIdentity) -> SwapResult:
+    def swap(self, frame: np.ndarray, face: Face, source: Identity) -> SwapResult:
         target, m = warp_face(frame, face.landmarks, self.template, self.size)
         crop = self.source_crop(source)
         if self.color_match:

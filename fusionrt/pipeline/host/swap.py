@@ -20,23 +20,9 @@ from ...errors import ModelError
 from ...models.spec import ModelSpec
 from .align import warp_face
 from .embed import l2norm, to_tensor
-from ..types import Face
+from ..types import Face, Identity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SourceIdentity:
-    """The face to put into targets: its detection (with embedding when an embedder ran), the
-    source image it came from, and where that image was read from (for messages)."""
-
-    face: Face
-    image: np.ndarray
-    path: str | None = None
-
-    @property
-    def embedding(self) -> np.ndarray | None:
-        return self.face.embedding
 
 
 @dataclass(frozen=True)
@@ -54,7 +40,7 @@ class Swapper(Protocol):
     name: str
     needs_embedding: bool
 
-    def swap(self, frame: np.ndarray, face: Face, source: SourceIdentity) -> SwapResult: ...
+    def swap(self, frame: np.ndarray, face: Face, source: Identity) -> SwapResult: ...
 
 
 def read_emap(onnx_path: Path, index: int = -1) -> np.ndarray:
@@ -148,7 +134,7 @@ class NeuralSwapper:
             img = img[..., ::-1]
         return [np.ascontiguousarray(i) for i in img]
 
-    def swap(self, frame: np.ndarray, face: Face, source: SourceIdentity) -> SwapResult:
+    def swap(self, frame: np.ndarray, face: Face, source: Identity) -> SwapResult:
         if source.embedding is None:
             raise ModelError(f"swapper '{self.name}' | source identity has no embedding; "
                              "an embedder must run on the source first")

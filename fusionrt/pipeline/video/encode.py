@@ -1,4 +1,8 @@
-"""Encoding yuv420p frames with several x264 encoders at once, muxed in order with the audio.
+"""Encoding the video loop's frames with one or several x264 encoders at once, muxed in order
+with the audio.
+
+Frames come in the stage's ``frame_format``: ``yuv420p`` planes go to x264 as they are, ``bgr24``
+frames are converted to yuv420p by the encoder's reformatter (swscale, in the encoder thread).
 
 Why segments: one libx264 stream tops out below the GPU path's rate (measured on the H100 host,
 16 cores: ~148 FPS at 1080p ``veryfast``, ~236 FPS over 4 parallel streams). The output is cut
@@ -16,19 +20,31 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+from av.codec import Codec
 from av.error import FFmpegError
 
-from .io import _DONE, _copy_stream, _get, _put, _why
+from ...errors import OutputError
+from .io import DONE, close_quietly, copy_stream, get, put, why
 from ..device.timing import Waits
 
 log = logging.getLogger(__name__)
 
 _SEGMENT_END = "segment-end"
+
+
+def to_video_frame(arr: np.ndarray, fmt: str, pts: int, time_base: Fraction) -> Any:
+    """A host frame (``bgr24`` (H, W, 3) or packed ``yuv420p`` (H * 3 / 2, W)) as an
+    ``av.VideoFrame`` stamped with its input pts."""
+    vf = av.VideoFrame.from_ndarray(arr, format=fmt)
+    vf.pts, vf.time_base = pts, time_base
+    return vf
 
 
 def encoder_options(crf: int, preset: str, encoders: int) -> dict[str, str]:
@@ -41,15 +57,17 @@ def encoder_options(crf: int, preset: str, encoders: int) -> dict[str, str]:
 
 class SegmentEncoder(threading.Thread):
     """Encodes the segments it is given, in order, into ``self.out`` (packets, then a
-    segment-end marker per segment; ``_DONE`` at the end)."""
+    segment-end marker per segment; ``DONE`` at the end)."""
 
     def __init__(self, index: int, codec: str, width: int, height: int, fps: Fraction,
                  time_base: Fraction, options: dict[str, str], threads: int,
-                 stop: threading.Event, fail, waits: Waits, depth: int):
+                 stop: threading.Event, fail, waits: Waits, depth: int,
+                 frame_format: str = "yuv420p", dst: Any = None):
         super().__init__(name=f"fusionrt-encode-{index}", daemon=True)
         self.codec, self.width, self.height = codec, width, height
         self.fps, self.time_base, self.options, self.threads = fps, time_base, options, threads
         self.stop, self.fail, self.waits = stop, fail, waits
+        self.frame_format, self.dst = frame_format, dst
         self.inbox: queue.Queue = queue.Queue(maxsize=depth)
         self.out: queue.Queue = queue.Queue(maxsize=4 * depth)
 
@@ -63,52 +81,49 @@ class SegmentEncoder(threading.Thread):
 
     def _emit(self, packets, seg: int) -> bool:
         for p in packets:
-            if not _put(self.out, (seg, p), self.stop):
+            if not put(self.out, (seg, p), self.stop):
                 return False
         return True
 
     def run(self) -> None:
         cc, seg = None, None
         try:
-            while (item := self._take()) is not _DONE:
+            while (item := self._take()) is not DONE:
                 s, arr, pts = item
                 if s != seg:
                     if cc is not None and not self._close_segment(cc, seg):
                         return
                     cc, seg = self._context(), s
-                vf = av.VideoFrame.from_ndarray(arr, format="yuv420p")
-                vf.pts, vf.time_base = pts, self.time_base
+                vf = to_video_frame(arr, self.frame_format, pts, self.time_base)
                 if not self._emit(cc.encode(vf), s):
                     return
             if cc is not None and not self._close_segment(cc, seg):
                 return
-            _put(self.out, _DONE, self.stop)
-        except BaseException as e:  # noqa: BLE001 - recorded; the runner re-raises the first
-            self.fail(e if not isinstance(e, FFmpegError) else _encode_error(e))
+            put(self.out, DONE, self.stop)
+        except BaseException as e:  # noqa: BLE001 - recorded; the loop re-raises the first
+            self.fail(e if not isinstance(e, FFmpegError) else encode_error(e, self.dst))
 
     def _take(self) -> Any:
         t0 = _now()
-        item = _get(self.inbox, self.stop)
+        item = get(self.inbox, self.stop)
         self.waits.add(f"{self.name}.get", _now() - t0)
         return item
 
     def _close_segment(self, cc, seg: int) -> bool:
-        return self._emit(cc.encode(None), seg) and _put(self.out, (seg, _SEGMENT_END), self.stop)
+        return self._emit(cc.encode(None), seg) and put(self.out, (seg, _SEGMENT_END), self.stop)
 
 
-def _now() -> float:
-    import time
-    return time.perf_counter()
+_now = time.perf_counter
 
 
-def _encode_error(e: BaseException) -> Exception:
-    from ...errors import OutputError
-    return OutputError(f"output | encoding failed ({_why(e)}); expected a working encoder "
+def encode_error(e: BaseException, dst: Any = None) -> OutputError:
+    where = f"output '{dst}'" if dst is not None else "output"
+    return OutputError(f"{where} | encoding failed ({why(e)}); expected a working encoder "
                        "and free disk space")
 
 
 class VideoSink:
-    """Frames in (yuv420p arrays with pts, in order), an encoded file out.
+    """Frames in (``frame_format`` arrays with pts, in order), an encoded file out.
 
     ``put`` blocks when the encoders fall behind (bounded queues); ``finish`` flushes, closes the
     container and returns; on any failure the caller removes the temp file.
@@ -116,17 +131,23 @@ class VideoSink:
 
     def __init__(self, container: Any, v_out: Any, a_out: Any, time_base: Fraction,
                  fps: Fraction, codec: str, options: dict[str, str], encoders: int,
-                 segment_frames: int, stop: threading.Event, fail, waits: Waits, cores: int):
+                 segment_frames: int, stop: threading.Event, fail, waits: Waits, cores: int,
+                 frame_format: str = "yuv420p", dst: Any = None):
         self.container, self.v_out, self.a_out = container, v_out, a_out
         self.time_base, self.stop, self.fail, self.waits = time_base, stop, fail, waits
+        self.dst = dst
         self.segment_frames = max(1, int(segment_frames)) if encoders > 1 else 1 << 62
         w, h = v_out.codec_context.width, v_out.codec_context.height
         depth = self.segment_frames if encoders > 1 else 16
         self.encoders = [SegmentEncoder(i, codec, w, h, fps, time_base, options,
                                         # x264 threads: 1.5 per core, shared by the encoders
                                         max(1, (3 * cores) // (2 * encoders)), stop, fail, waits,
-                                        depth) for i in range(encoders)]
-        self.audio: queue.SimpleQueue = queue.SimpleQueue()  # tiny packets; decode runs ahead
+                                        depth, frame_format, dst) for i in range(encoders)]
+        # Audio packets are the one queue without a count bound: the muxer interleaves by time,
+        # so it may hold them until the video packet after them is encoded (the encoders'
+        # delay); a count bound could stall the decoder against the muxer. They are tiny, and
+        # the video queues bound how far the decoder runs ahead.
+        self.audio: queue.SimpleQueue = queue.SimpleQueue()
         self._next_audio: Any = None
         self.muxer = threading.Thread(target=self._mux_guarded, name="fusionrt-mux", daemon=True)
         self.frames = 0
@@ -143,7 +164,7 @@ class VideoSink:
         seg = self.frames // self.segment_frames
         enc = self.encoders[seg % len(self.encoders)]
         t0 = _now()
-        ok = _put(enc.inbox, (seg, frame, pts), self.stop)
+        ok = put(enc.inbox, (seg, frame, pts), self.stop)
         self.waits.add("sink.put", _now() - t0)
         self.waits.saw(f"{enc.name}.inbox", enc.inbox.qsize())
         self.frames += 1
@@ -153,19 +174,23 @@ class VideoSink:
         """End of stream: flush every encoder, wait for the muxer (raises nothing itself; the
         runner checks the recorded failure)."""
         for e in self.encoders:
-            _put(e.inbox, _DONE, self.stop)
+            put(e.inbox, DONE, self.stop)
         self.join()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [*self.encoders, self.muxer]
+
     def join(self) -> None:
-        for e in self.encoders:
-            e.join()
-        self.muxer.join()
+        for t in self.threads:
+            if t.ident is not None:  # started
+                t.join()
 
     def _mux_guarded(self) -> None:
         try:
             self._mux()
         except FFmpegError as e:
-            self.fail(_encode_error(e))
+            self.fail(encode_error(e, self.dst))
         except BaseException as e:  # noqa: BLE001
             self.fail(e)
 
@@ -189,9 +214,9 @@ class VideoSink:
         while not self.stop.is_set():
             enc = self.encoders[seg % n_enc]
             t0 = _now()
-            item = _get(enc.out, self.stop)
+            item = get(enc.out, self.stop)
             self.waits.add("mux.get", _now() - t0)
-            if item is _DONE:
+            if item is DONE:
                 break  # this encoder has no segment `seg`: there is none after either
             s, p = item
             if isinstance(p, str):  # _SEGMENT_END
@@ -208,17 +233,37 @@ class VideoSink:
         self.container.close()
 
 
-def open_output(path: str, fmt: str, width: int, height: int, fps: Fraction, time_base: Fraction,
-                audio_template: Any, codec: str, options: dict[str, str]) -> tuple[Any, Any, Any]:
+def open_output(path: str | Path, fmt: str, dst: Any, width: int, height: int, fps: Fraction,
+                time_base: Fraction, audio_template: Any, codec: str, options: dict[str, str]
+                ) -> tuple[Any, Any, Any]:
     """The output container with a video stream whose encoder settings match the segment
-    encoders (its extradata is what the container stores) and a copy of the audio stream."""
-    out = av.open(path, "w", format=fmt)
+    encoders (its extradata is what the container stores) and a copy of the audio stream.
+    Frames are encoded in the input's time base, so the input pts pass through unrounded.
+
+    Raises:
+        OutputError: the encoder is not in this FFmpeg build, ``path`` cannot be created, or the
+            container refuses the streams (nothing is left open).
+    """
+    try:
+        Codec(codec, "w")
+    except (FFmpegError, ValueError):  # UnknownCodecError is a ValueError
+        raise OutputError(f"output '{dst}' | encoder '{codec}' is not in this FFmpeg build; "
+                          "expected an available encoder such as libx264") from None
+    try:
+        out = av.open(str(path), "w", format=fmt)
+    except (FFmpegError, OSError) as e:
+        raise OutputError(f"output '{dst}' | cannot be created ({why(e)}); "
+                          "expected a writable path") from None
     try:
         v_out = out.add_stream(codec, rate=fps, options=dict(options))
         v_out.width, v_out.height, v_out.pix_fmt = width, height, "yuv420p"
         v_out.codec_context.time_base = time_base
-        a_out = _copy_stream(out, audio_template) if audio_template is not None else None
+        a_out = copy_stream(out, audio_template) if audio_template is not None else None
+    except (FFmpegError, ValueError) as e:
+        close_quietly(out)
+        raise OutputError(f"output '{dst}' | cannot set up encoder '{codec}' ({why(e)}); "
+                          f"expected an encoder and audio codec that {fmt} supports") from None
     except BaseException:
-        out.close()
+        close_quietly(out)
         raise
     return out, v_out, a_out

@@ -1,10 +1,9 @@
-"""Video in and out with PyAV: probe, frame iteration, and a threaded decode -> frame_fn -> encode loop.
+"""Video in and out with PyAV: probe, frame iteration, what every video loop needs before its
+first frame (destination checks, the temp file), stop-aware queue operations, and
+``process_video``, the frame-function front of the one video loop (``loop.transcode``).
 
-Decoding and encoding run in background threads joined by small bounded queues, so FFmpeg's CPU
-work overlaps the model work done by ``frame_fn`` in the calling thread (which keeps GPU contexts
-and Ctrl-C on the caller). The audio stream is remuxed packet by packet, never re-encoded. Output
-goes to a temp file next to the destination and is renamed only on success: a failed run leaves
-no partial file.
+Output goes to a temp file next to the destination and is renamed only on success: a failed run
+leaves no partial file. The audio stream is remuxed packet by packet, never re-encoded.
 """
 
 from __future__ import annotations
@@ -13,20 +12,21 @@ import logging
 import os
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import av
 import numpy as np
-from av.codec import Codec
 from av.error import FFmpegError
 
 from ...errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from .loop import VideoStats
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,11 @@ FrameFn = Callable[[Any], Any]  # batch=1: Frame -> FrameResult; batch>1: list[F
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")
-QUEUE_FRAMES = 8       # decoded/processed frames in flight per queue: enough to hide jitter, bounded memory
+# process_video's frames in flight per queue (decode -> upload -> frame_fn -> encode): enough to
+# hide jitter, bounded memory, and few enough that a file cut mid-way fails while frame_fn runs.
+QUEUE_FRAMES = 4
 POLL_S = 0.1           # how often a blocked thread checks whether another one failed
-_DONE = object()       # end-of-stream marker passed down the queues
+DONE = object()        # end-of-stream marker passed down the queues
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,6 @@ class VideoInfo:
     audio_rate: int | None = None
 
 
-@dataclass
-class VideoStats:
-    """What ``process_video`` did; ``faces_total`` is None unless frame_fn returns (frame, n_faces)."""
-
-    frames: int
-    faces_total: int | None
-    seconds: float
-    fps: float
-
-
 def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
     """Open ``path`` and return (container, first video stream) or raise InputError."""
     p = Path(path)
@@ -74,7 +66,7 @@ def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
     try:
         container = av.open(str(p), "r")
     except (FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise InputError(f"video '{p}' | cannot be opened ({_why(e)}); expected a readable video file") from None
+        raise InputError(f"video '{p}' | cannot be opened ({why(e)}); expected a readable video file") from None
     if container.format.name in IMAGE_FORMATS or not container.streams.video:
         kind = "an image" if container.format.name in IMAGE_FORMATS else "a file without a video stream"
         container.close()
@@ -82,19 +74,19 @@ def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
     return container, container.streams.video[0]
 
 
-def _why(e: BaseException) -> str:
+def why(e: BaseException) -> str:
     """FFmpeg's reason without the errno and file name PyAV adds."""
     return getattr(e, "strerror", None) or str(e)
 
 
-def _truncated(path: str | os.PathLike, stream: Any, packets: int) -> InputError | None:
+def _truncated(path: str | os.PathLike, promised: int, packets: int) -> InputError | None:
     """The error for a file whose index promises more frames than could be read (a cut-off file).
 
     Counts packets, not decoded frames: an edit list may legally hide some decoded frames.
-    Containers without a frame count (Matroska) cannot be checked this way.
+    Containers without a frame count (Matroska, ``promised`` 0) cannot be checked this way.
     """
-    if stream.frames and packets < stream.frames:
-        return InputError(f"video '{path}' | ends after {packets} of {stream.frames} frames; "
+    if promised and packets < promised:
+        return InputError(f"video '{path}' | ends after {packets} of {promised} frames; "
                           "expected an intact (not truncated) video")
     return None
 
@@ -123,9 +115,9 @@ def demux_decode(inp: Any, v_in: Any, a_in: Any, fps: Fraction, src: str | os.Pa
             elif packet.size and packet.dts is not None:
                 yield "a", packet, None
     except FFmpegError as e:
-        raise InputError(f"video '{src}' | decode failed after {n} frames ({_why(e)}); "
+        raise InputError(f"video '{src}' | decode failed after {n} frames ({why(e)}); "
                          "expected an intact video") from None
-    if (err := _truncated(src, v_in, packets)) is not None:
+    if (err := _truncated(src, v_in.frames, packets)) is not None:
         raise err
 
 
@@ -158,34 +150,43 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             audio_codec=audio.codec_context.name if audio else None,
             audio_rate=audio.codec_context.sample_rate if audio else None)
     except FFmpegError as e:
-        raise InputError(f"video '{path}' | unreadable ({_why(e)}); expected a valid video file") from None
+        raise InputError(f"video '{path}' | unreadable ({why(e)}); expected a valid video file") from None
     finally:
         container.close()
 
 
-def _to_bgr(frame: Any) -> Frame:
+def to_bgr(frame: Any) -> Frame:
+    """A decoded ``av.VideoFrame`` as a writeable BGR uint8 (H, W, 3) array (frame functions
+    may draw in place)."""
     arr = frame.to_ndarray(format="bgr24")
-    return arr if arr.flags.writeable else arr.copy()  # frame_fn may draw in place
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
-    """Yield the video's frames in presentation order as BGR uint8 (H, W, 3) arrays."""
+    """Yield the video's frames in presentation order as BGR uint8 (H, W, 3) arrays.
+
+    Raises:
+        InputError: decoding failed mid-file, or the file ends before the frames its index
+            promises (checked while the container is open: PyAV >= 19 refuses to read a
+            closed container's streams).
+    """
     container, stream = _open_input(path)
     stream.codec_context.thread_type = "AUTO"
+    promised = stream.frames
     n = packets = 0
     try:
         for packet in container.demux(stream):
             packets += packet.size > 0
             for frame in packet.decode():
                 n += 1
-                yield _to_bgr(frame)
+                yield to_bgr(frame)
+        if (err := _truncated(path, promised, packets)) is not None:
+            raise err
     except FFmpegError as e:
-        raise InputError(f"video '{path}' | decode failed after {n} frames ({_why(e)}); "
+        raise InputError(f"video '{path}' | decode failed after {n} frames ({why(e)}); "
                          "expected an intact video") from None
     finally:
         container.close()
-    if (err := _truncated(path, stream, packets)) is not None:
-        raise err
 
 
 def _check_destination(dst: Path) -> str:
@@ -199,106 +200,6 @@ def _check_destination(dst: Path) -> str:
     if not dst.parent.is_dir():
         raise OutputError(f"output '{dst}' | folder '{dst.parent}' does not exist; expected an existing folder")
     return fmt
-
-
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    """Put unless another stage failed; False means stop."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=POLL_S)
-            return True
-        except queue.Full:
-            pass
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event) -> Any:
-    """Get the next item, or _DONE once another stage failed."""
-    while not stop.is_set():
-        try:
-            return q.get(timeout=POLL_S)
-        except queue.Empty:
-            pass
-    return _DONE
-
-
-class _Stage(threading.Thread):
-    """A pipeline thread that records its exception and tells the other stages to stop."""
-
-    def __init__(self, name: str, work: Callable[[], None], stop: threading.Event):
-        super().__init__(name=name, daemon=True)
-        self.work, self.stop, self.error = work, stop, None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller, who re-raises it
-            self.error = e
-            self.stop.set()
-
-
-def _to_video_frame(arr: Frame, pts: int, time_base: Fraction) -> Any:
-    vf = av.VideoFrame.from_ndarray(arr, format="bgr24")
-    vf.pts, vf.time_base = pts, time_base
-    return vf
-
-
-def _check_result(out: Any, like: Frame) -> tuple[Frame, int | None]:
-    frame, faces = out if isinstance(out, tuple) else (out, None)
-    if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.shape == like.shape):
-        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ValueError(f"frame_fn | returned {got}; expected uint8 array of shape {like.shape}")
-    return frame, faces
-
-
-def process_video(src: str | os.PathLike, dst: str | os.PathLike, frame_fn: FrameFn, *, crf: int = 18,
-                  preset: str = "veryfast", codec: str = "libx264", progress: bool = True,
-                  batch: int = 1) -> VideoStats:
-    """Decode ``src``, pass every frame through ``frame_fn`` and encode the result to ``dst``.
-
-    Args:
-        src: input video (anything FFmpeg reads).
-        dst: output path; the container comes from the extension (.mp4, .mkv, .mov).
-        frame_fn: with ``batch=1`` takes one BGR uint8 (H, W, 3) frame and returns a frame of the
-            same shape or ``(frame, n_faces)``; with ``batch>1`` takes a list of up to ``batch``
-            frames and returns a list of as many results. Runs in the calling thread.
-        crf, preset, codec: encoder settings (yuv420p, same size and average rate as the input).
-        progress: show a tqdm bar (frames/s).
-        batch: frames per frame_fn call, to let a model batch crops of several frames.
-
-    Frame order and timestamps are kept; the first audio stream is copied without re-encoding;
-    other streams (subtitles, data) are dropped.
-
-    Raises:
-        InputError: ``src`` missing, not a video, or corrupt (also when it breaks mid-video).
-        OutputError: ``dst`` not writable, or the encoder/muxer fails.
-        Whatever ``frame_fn`` raises, unchanged. No output file is left behind on any error.
-    """
-    from tqdm import tqdm
-
-    if batch < 1:
-        raise ValueError(f"batch | got {batch}; expected >= 1")
-    src, dst = Path(src), Path(dst)
-    inp, v_in, fmt, fps, _, _, tmp = prepare_transcode(src, dst)
-    out = None
-    try:
-        a_in = inp.streams.audio[0] if inp.streams.audio else None
-        v_in.codec_context.thread_type = "AUTO"
-        out, v_out, a_out = _open_output(tmp, fmt, dst, v_in, a_in, fps, codec, crf, preset)
-        with tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=dst.name) as bar:
-            frames, faces, seconds = _run(inp, v_in, a_in, out, v_out, a_out, frame_fn, batch, fps,
-                                          bar, src, dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        if out is not None:
-            _close_quietly(out)
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        _close_quietly(inp)
-    log.info("wrote %s: %d frames in %.1f s (%.1f frames/s)", dst, frames, seconds, frames / seconds)
-    return VideoStats(frames=frames, faces_total=faces, seconds=seconds,
-                      fps=frames / seconds if seconds else 0.0)
 
 
 def prepare_transcode(src: Path, dst: Path) -> tuple[Any, Any, str, Fraction, int, int, Path]:
@@ -329,120 +230,78 @@ def prepare_transcode(src: Path, dst: Path) -> tuple[Any, Any, str, Fraction, in
     return inp, v_in, fmt, fps, width, height, tmp
 
 
-def _close_quietly(container: Any) -> None:
+def close_quietly(container: Any) -> None:
+    """Close after a failure; the first error is what matters, not the close's."""
     try:
         container.close()
-    except Exception:  # noqa: BLE001 - closing after a failure; the first error is what matters
-        log.debug("closing %s failed", container.name, exc_info=True)
+    except Exception:  # noqa: BLE001
+        log.debug("closing %s failed", getattr(container, "name", container), exc_info=True)
 
 
-def _open_output(tmp: Path, fmt: str, dst: Path, v_in: Any, a_in: Any, fps: Fraction, codec: str,
-                 crf: int, preset: str) -> tuple[Any, Any, Any]:
-    try:
-        Codec(codec, "w")
-    except (FFmpegError, ValueError):  # UnknownCodecError is a ValueError
-        raise OutputError(f"output '{dst}' | encoder '{codec}' is not in this FFmpeg build; "
-                          "expected an available encoder such as libx264") from None
-    try:
-        out = av.open(str(tmp), "w", format=fmt)
-    except (FFmpegError, OSError) as e:
-        raise OutputError(f"output '{dst}' | cannot be created ({_why(e)}); expected a writable path") from None
-    try:
-        v_out = out.add_stream(codec, rate=fps, options={"crf": str(crf), "preset": preset})
-        v_out.width, v_out.height, v_out.pix_fmt = v_in.codec_context.width, v_in.codec_context.height, "yuv420p"
-        # Encode in the input's time base so the input pts pass through without rounding.
-        v_out.codec_context.time_base = v_in.time_base
-        v_out.codec_context.thread_type = "AUTO"
-        a_out = None
-        if a_in is not None:
-            a_out = _copy_stream(out, a_in)
-    except (FFmpegError, ValueError) as e:
-        _close_quietly(out)
-        raise OutputError(f"output '{dst}' | cannot set up encoder '{codec}' ({_why(e)}); "
-                          f"expected an encoder and audio codec that {fmt} supports") from None
-    return out, v_out, a_out
-
-
-def _copy_stream(out: Any, template: Any) -> Any:
+def copy_stream(out: Any, template: Any) -> Any:
     """An output stream with the template's codec parameters, for copying packets unchanged."""
     if hasattr(out, "add_stream_from_template"):  # PyAV >= 14
         return out.add_stream_from_template(template)
     return out.add_stream(template=template)  # PyAV 12-13
 
 
-def _run(inp: Any, v_in: Any, a_in: Any, out: Any, v_out: Any, a_out: Any, frame_fn: FrameFn,
-         batch: int, fps: Fraction, bar: Any, src: Path, dst: Path) -> tuple[int, int | None, float]:
-    """Run the three stages and return (frames, faces_total, seconds); re-raise the first failure."""
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=max(QUEUE_FRAMES, 2 * batch))
-    encoded: queue.Queue = queue.Queue(maxsize=max(QUEUE_FRAMES, 2 * batch))
+# -- stop-aware queue operations: every thread of a loop blocks only ``POLL_S`` at a time ----
 
-    def decode() -> None:
-        for kind, item, pts in demux_decode(inp, v_in, a_in, fps, src, convert=_to_bgr):
-            if not _put(decoded, ("v", item, pts) if kind == "v" else ("a", item), stop):
-                return
-        _put(decoded, _DONE, stop)
-
-    def encode() -> None:
+def put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put unless another thread failed; False means stop."""
+    while not stop.is_set():
         try:
-            while (item := _get(encoded, stop)) is not _DONE:
-                if item[0] == "v":
-                    out.mux(v_out.encode(_to_video_frame(item[1], item[2], v_in.time_base)))
-                else:
-                    item[1].stream = a_out
-                    out.mux(item[1])
-            if not stop.is_set():
-                out.mux(v_out.encode(None))  # flush the encoder's delayed frames
-                out.close()
-        except FFmpegError as e:
-            raise OutputError(f"output '{dst}' | encoding failed ({_why(e)}); "
-                              "expected a working encoder and free disk space") from None
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            pass
+    return False
 
-    stages = [_Stage("fusionrt-decode", decode, stop), _Stage("fusionrt-encode", encode, stop)]
-    frames, faces = 0, None
-    pending: list[tuple[Frame, int]] = []
-    t0 = time.perf_counter()
 
-    def flush() -> bool:
-        nonlocal frames, faces
-        imgs = [f for f, _ in pending]
-        results = [frame_fn(imgs[0])] if batch == 1 else list(frame_fn(imgs))
-        if len(results) != len(imgs):
-            raise ValueError(f"frame_fn | returned {len(results)} results for {len(imgs)} frames; "
-                             "expected one per frame")
-        for (img, pts), res in zip(pending, results):
-            frame, n = _check_result(res, img)
-            if n is not None:
-                faces = (faces or 0) + int(n)
-            if not _put(encoded, ("v", frame, pts), stop):
-                return False
-        frames += len(pending)
-        bar.update(len(pending))
-        pending.clear()
-        return True
+def get(q: queue.Queue, stop: threading.Event) -> Any:
+    """Get the next item, or ``DONE`` once another thread failed."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=POLL_S)
+        except queue.Empty:
+            pass
+    return DONE
 
-    try:
-        for s in stages:
-            s.start()
-        while (item := _get(decoded, stop)) is not _DONE:
-            if item[0] == "a":
-                if not _put(encoded, item, stop):
-                    break
-                continue
-            pending.append(item[1:])
-            if len(pending) >= batch and not flush():
-                break
-        if not stop.is_set() and (not pending or flush()):
-            _put(encoded, _DONE, stop)
-        for s in stages:
-            s.join()
-    except BaseException:
-        stop.set()
-        for s in stages:
-            if s.is_alive():
-                s.join()
-        raise
-    for s in stages:  # the stage that failed first set `stop`; its error is the cause
-        if s.error is not None:
-            raise s.error
-    return frames, faces, time.perf_counter() - t0
+
+# -- the frame-function front of the video loop ----------------------------------------------
+
+def process_video(src: str | os.PathLike, dst: str | os.PathLike, frame_fn: FrameFn, *, crf: int = 18,
+                  preset: str = "veryfast", codec: str = "libx264", progress: bool = True,
+                  batch: int = 1) -> VideoStats:
+    """Decode ``src``, pass every frame through ``frame_fn`` and encode the result to ``dst``.
+
+    Args:
+        src: input video (anything FFmpeg reads).
+        dst: output path; the container comes from the extension (.mp4, .mkv, .mov).
+        frame_fn: with ``batch=1`` takes one BGR uint8 (H, W, 3) frame and returns a frame of the
+            same shape or ``(frame, n_faces)``; with ``batch>1`` takes a list of up to ``batch``
+            frames and returns a list of as many results. Runs in the calling thread.
+        crf, preset, codec: encoder settings (yuv420p, same size and average rate as the input).
+        progress: show a tqdm bar (frames/s).
+        batch: frames per frame_fn call, to let a model batch crops of several frames.
+
+    Runs ``loop.transcode`` with a ``FrameFnStage`` and one encoder: decoding, the BGR
+    conversion and encoding overlap ``frame_fn`` in background threads. Frame order and
+    timestamps are kept; the first audio stream is copied without re-encoding; other streams
+    (subtitles, data) are dropped. The GIL switch interval is left alone (``frame_fn`` may share
+    the process with a server).
+
+    Raises:
+        InputError: ``src`` missing, not a video, or corrupt (also when it breaks mid-video).
+        OutputError: ``dst`` not writable, or the encoder/muxer fails.
+        Whatever ``frame_fn`` raises, unchanged. No output file is left behind on any error.
+    """
+    # both build on this module, so they are imported here rather than at the top
+    from .frame_fn import FrameFnStage
+    from .loop import VideoConfig, transcode
+
+    stage = FrameFnStage(frame_fn, batch)
+    config = VideoConfig(batch=batch, queue_batches=max(2, QUEUE_FRAMES // batch), encoders=1,
+                         crf=crf, preset=preset, codec=codec, progress=progress,
+                         switch_interval_s=None)
+    return transcode(src, dst, stage, config)

@@ -4,12 +4,12 @@ same run.
 
 Rows: compute only (device-resident batches), GPU only (pre-decoded frames in memory, upload +
 GPU + download, no encode), I/O only (decode + transfers + encode, no GPU work), end to end
-(decode → GPU → encode, one per encoder setting), and the baseline: FaceSwapPipeline with
-``engine="ort-cuda"`` (per-frame ORT CUDA sessions, CPU pre/post-processing, numpy in/out) on
-``process_video``. Per-stage GPU time (CUDA events), queue waits, GPU utilisation (NVML) and a
+(decode → GPU → encode, one per encoder setting), and the baseline: ``FaceSwapper`` on the host
+kernels with ``engine="ort-cuda"`` (per-frame ORT CUDA sessions, CPU pre/post-processing, numpy
+in/out) on ``process_video``. Per-stage GPU time (CUDA events), queue waits, GPU utilisation (NVML) and a
 parity check against the baseline's frames are recorded.
 
-Usage (device): python3 scripts/gpu_video_bench.py --out DIR [--seconds 20] [--budget-s 330]
+Usage (on a GPU): python3 benchmarks/scripts/gpu_video_bench.py --out DIR [--seconds 20] [--budget-s 330]
 Writes DIR/gpu_video.json and DIR/gpu_video.md after every row (partial results survive).
 """
 
@@ -24,15 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))  # videos.py, the test clip
 sys.path.insert(0, str(ROOT))
 
-from make_test_video import make_test_video  # noqa: E402
+from videos import make_test_video  # noqa: E402
 
 from fusionrt.runtime.machine import machine_info  # noqa: E402
-from fusionrt.pipeline.video.loop import RunnerConfig, run_batches, swap_video  # noqa: E402
-from fusionrt.pipeline.device.swapper import GpuConfig, GpuSwapper  # noqa: E402
+from fusionrt.pipeline.video.loop import VideoConfig, run_batches, transcode  # noqa: E402
+from fusionrt.pipeline.device.stage import DeviceFrameStage  # noqa: E402
+from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
 from fusionrt.pipeline.device.timing import GpuUtilSampler, Waits  # noqa: E402
 from fusionrt.pipeline.image_io import read_image  # noqa: E402
 
@@ -66,7 +68,7 @@ def row(name: str, what: str, frames: int, seconds: float, util: GpuUtilSampler 
 
 
 class NullSwapper:
-    """Same device, streams and transfers as GpuSwapper; no GPU work (the I/O-only row)."""
+    """Same device, streams and transfers as the swapper; no GPU work (the I/O-only row)."""
 
     def __init__(self, dev, compute):
         self.dev, self.compute = dev, compute
@@ -119,7 +121,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--precision", default="tf32", choices=("fp32", "tf32", "fp16", "bf16"))
-    ap.add_argument("--engine", default="ort-cpu", help="per-stage map; CPU engines → GPU defaults")
+    ap.add_argument("--engine", default="default", help="as fusionrt swap --engine")
     ap.add_argument("--encoders", default="1,4", help="encoder counts for the e2e rows")
     ap.add_argument("--presets", default="veryfast,superfast")
     ap.add_argument("--e2e", default="",
@@ -149,9 +151,10 @@ def main() -> int:
     RESULT["notes"].append(f"setup (clips, synthetic models) done at {elapsed():.0f} s")
     save(outs)
     source = read_image(ROOT / "examples" / "astronaut.png", role="source")
-    cfg = GpuConfig(swapper="inswapper_128", engine=args.engine, device=args.device,
-                    precision=args.precision, allow_synthetic=True, gen_batch=args.batch)
-    sw = GpuSwapper(cfg)
+    cfg = PipelineConfig(swapper="inswapper_128", engine=args.engine, device=args.device,
+                         kernels="device", precision=args.precision, allow_synthetic=True,
+                         gen_batch=args.batch)
+    sw = FaceSwapper.open(cfg)
     sw.set_source(source)
     t = time.perf_counter()
     sw.warmup(args.batch, h, w)
@@ -188,9 +191,9 @@ def main() -> int:
         if elapsed() > args.budget_s - 60:
             RESULT["notes"].append(f"skipped e2e {n_enc}x {preset}: time budget")
             continue
-        rc = RunnerConfig(batch=args.batch, encoders=n_enc, preset=preset,
-                          switch_interval_s=interval)
-        tag = "" if interval == RunnerConfig.switch_interval_s else f", GIL interval {interval}"
+        rc = VideoConfig(batch=args.batch, encoders=n_enc, preset=preset,
+                         switch_interval_s=interval)
+        tag = "" if interval == VideoConfig.switch_interval_s else f", GIL interval {interval}"
         for label, swapper in (("I/O only", NullSwapper(sw.dev, sw.compute)),
                                ("end to end", sw)):
             if label == "I/O only" and tag:
@@ -200,9 +203,8 @@ def main() -> int:
                     clip, args, swapper, rc, sw)
 
     # parity with the baseline's per-frame CPU path, then the baseline's own speed
-    from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
     from fusionrt.pipeline.video.io import iter_frames, process_video
-    base = FaceSwapPipeline(PipelineConfig(swapper="inswapper_128",
+    base = FaceSwapper.open(PipelineConfig(swapper="inswapper_128", kernels="host",
                                            engine="ort-cuda" if cuda else "ort-cpu",
                                            device=args.device, allow_synthetic=True))
     base.set_source(source)
@@ -217,14 +219,16 @@ def main() -> int:
         psnrs.append(round(float(10 * np.log10(255 ** 2 / max(mse, 1e-10))), 2))
         maxd.append(int(np.abs(g - want).max()))
     RESULT["parity"] = {"frames": len(bgr), "psnr_db": psnrs, "max_abs_diff": maxd,
-                        "what": "GPU path (bgr batch) vs FaceSwapPipeline ort-cuda frame by "
+                        "what": "GPU path (bgr batch) vs host kernels on ort-cuda frame by "
                                 f"frame; generators differ: torch {args.precision} vs ORT CUDA"}
     save(outs)
+    base.reset_timing()  # its stage times: the video's frames only
     with GpuUtilSampler() as u:
         vs = process_video(short, Path(args.work) / "base.mp4", base.process_frame,
                            progress=False)
     b = row("baseline FaceFusion-style", "per-frame ORT CUDA sessions, CPU pre/post "
-            "(FaceSwapPipeline engine=ort-cuda) on process_video, 1 x264 veryfast", vs.frames,
+            "(FaceSwapper host kernels, engine=ort-cuda) on process_video, 1 x264 veryfast",
+            vs.frames,
             vs.seconds, u, faces=vs.faces_total,
             stage_ms_per_frame={k: round(v, 3) for k, v in base.stage_ms().items()},
             stage_clock="wall ms/frame by stage (host timers around each call)")
@@ -264,12 +268,12 @@ def e2e_settings(args) -> list[tuple[int, str, float | None]]:
     """(encoders, preset, GIL switch interval) per end-to-end row: ``--e2e`` entries
     ``N:preset[:interval|none]``, else every ``--encoders`` x ``--presets`` pair."""
     if not args.e2e:
-        return [(int(n), p, RunnerConfig.switch_interval_s) for n in args.encoders.split(",")
+        return [(int(n), p, VideoConfig.switch_interval_s) for n in args.encoders.split(",")
                 for p in args.presets.split(",")]
     out = []
     for item in args.e2e.split(","):
         n, preset, *rest = item.split(":")
-        interval = RunnerConfig.switch_interval_s
+        interval = VideoConfig.switch_interval_s
         if rest:
             interval = None if rest[0] == "none" else float(rest[0])
         out.append((int(n), preset, interval))
@@ -282,18 +286,18 @@ def gpu_only_row(name: str, what: str, frames: list, sw, args, h: int, w: int) -
     waits = Waits()
     with GpuUtilSampler() as u:
         t = time.perf_counter()
-        n, faces = run_batches(iter(frames), sw, lambda f, p: True, fmt="yuv420p", height=h,
-                               width=w, batch=args.batch, waits=waits)
+        n, faces = run_batches(iter(frames), DeviceFrameStage(sw), lambda f, p: True,
+                               batch=args.batch, waits=waits)  # sw is warm (warmup above)
         sec = time.perf_counter() - t
     return row(name, what, n, sec, u, faces=faces,
                stage_ms_per_frame={k: round(v / n, 3) for k, v in sw.timer.summary().items()},
                waits_s={k: round(v, 3) for k, v in waits.seconds.items()})
 
 
-def e2e_row(name: str, what: str, clip: Path, args, swapper, rc: RunnerConfig, sw) -> dict:
+def e2e_row(name: str, what: str, clip: Path, args, swapper, rc: VideoConfig, sw) -> dict:
     sw.timer.reset()
     with GpuUtilSampler() as u:
-        st = swap_video(clip, Path(args.work) / "out.mp4", swapper, rc)
+        st = transcode(clip, Path(args.work) / "out.mp4", DeviceFrameStage(swapper), rc)
     r = row(name, what, st.frames, st.seconds, u, faces=st.faces, encoders=rc.encoders,
             preset=rc.preset, stage_ms_per_frame={k: round(v, 3) for k, v in st.stage_ms.items()},
             waits_s={k: round(v, 3) for k, v in st.waits_s.items()},
@@ -306,9 +310,10 @@ def extra_variant(args, source, clip: Path, h: int, w: int, label: str, **change
     """The GPU-only row, and one end-to-end row with the first ``--e2e`` setting, again with
     one setting changed (generator precision, or an engine for one stage): what it buys."""
     settings = dict(swapper="inswapper_128", engine=args.engine, device=args.device,
-                    precision=args.precision, allow_synthetic=True, gen_batch=args.batch)
+                    kernels="device", precision=args.precision, allow_synthetic=True,
+                    gen_batch=args.batch)
     settings.update(change)
-    with GpuSwapper(GpuConfig(**settings)) as sw:
+    with FaceSwapper.open(PipelineConfig(**settings)) as sw:
         sw.set_source(source)
         sw.warmup(args.batch, h, w)
         what = "; ".join(f"{k}: {v}" for k, v in sw.describe().items())
@@ -317,8 +322,8 @@ def extra_variant(args, source, clip: Path, h: int, w: int, label: str, **change
         n_enc, preset, interval = e2e_settings(args)[0]
         if elapsed() < args.budget_s - 30:
             e2e_row(f"end to end x264 {preset} x{n_enc}, {label}", "as end to end; " + what,
-                    clip, args, sw, RunnerConfig(batch=args.batch, encoders=n_enc,
-                                                 preset=preset, switch_interval_s=interval), sw)
+                    clip, args, sw, VideoConfig(batch=args.batch, encoders=n_enc,
+                                                preset=preset, switch_interval_s=interval), sw)
 
 
 def limiter(rows: list[dict], best: dict) -> str:

@@ -5,7 +5,7 @@ client disconnects), and a model reload under load. Bounded in requests and seco
 Starts its own server on 127.0.0.1 (a child process, throw-away FUSIONRT_HOME) unless --url
 names a running one (loopback only). Prints a Markdown table and writes JSON + Markdown:
 
-    python scripts/load_test.py --out benchmarks/results/2026-11-25-cpu --queue 16
+    python benchmarks/scripts/load_test.py --out benchmarks/results/2026-11-25-cpu --queue 16
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fusionrt.serve.loadtest import ServerProcess, run_all, to_markdown  # noqa: E402
@@ -44,8 +44,8 @@ def _machine() -> dict:
 
 
 def _clip(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from make_test_video import make_test_video
+    sys.path.insert(0, str(ROOT / "tests"))
+    from videos import make_test_video  # tests/videos.py
     return make_test_video(folder / "clip.mp4", 0.8, 10, (320, 240), audio=False)
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                               seconds, max_requests, video, a.jobs))
     summary.update(machine=_machine(), date=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
                    server_args=None if a.url else server_args,
-                   command="python scripts/load_test.py " + " ".join(argv or sys.argv[1:]))
+                   command="python benchmarks/scripts/load_test.py " + " ".join(argv or sys.argv[1:]))
     md = (f"# fusionrt serve load test ({summary['date']})\n\n"
           f"Machine: {summary['machine']}\n\nCommand: `{summary['command']}`; server args: "
           f"`{summary['server_args']}`\n\nCapacity (single stream): "

@@ -1,7 +1,7 @@
 """Measure torch-compile's persistent cache across processes: the first process compiles the
 generator, a second process (same FUSIONRT_HOME) loads it again. Prints one JSON line per run.
 
-Usage: python3 scripts/compile_cache_check.py MODEL [--device cuda] [--batch 16] [--mode max-autotune] [--aot]
+Usage: python3 benchmarks/scripts/compile_cache_check.py MODEL [--device cuda] [--batch 16] [--mode max-autotune] [--aot]
 Run it twice with the same FUSIONRT_HOME; the second 'load_s' is the warm-cache figure.
 """
 
@@ -16,10 +16,10 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from fusionrt.builders.open import open_engine  # noqa: E402
 from fusionrt.engines.base import EngineConfig  # noqa: E402
-from fusionrt.engines.registry import get_engine  # noqa: E402
+from fusionrt.models.spec import sample_feeds  # noqa: E402
 from fusionrt.models.store import ModelStore  # noqa: E402
-from fusionrt.pipeline.hybrid import sample_feeds  # noqa: E402
 
 
 def main() -> None:
@@ -50,21 +50,21 @@ def main() -> None:
     feeds = sample_feeds(art, batch=a.batch)
     t0 = time.perf_counter()
     from fusionrt.engines.base import BatchProfile
-    eng = get_engine(a.engine)(art, EngineConfig(device=a.device, precision=a.precision,
-                                                 batch=BatchProfile(a.batch, a.batch, a.batch),
-                                                 options={"mode": a.mode, "aot": a.aot}))
+    cfg = EngineConfig(device=a.device, precision=a.precision,
+                       batch=BatchProfile(a.batch, a.batch, a.batch),
+                       options={"mode": a.mode, "aot": a.aot})
     if a.profile_load:
         import cProfile
         import io
         import pstats
         prof = cProfile.Profile()
-        prof.runcall(eng.load)
+        eng = prof.runcall(open_engine, a.engine, art, cfg)
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(40)
         with open(a.profile_load, "w") as f:
             f.write(text.getvalue())
     else:
-        eng.load()
+        eng = open_engine(a.engine, art, cfg)
     engine_load_s = time.perf_counter() - t0
     out = eng.run(feeds)  # the JIT compile happens on the first call
     first = next(iter(out.values()))

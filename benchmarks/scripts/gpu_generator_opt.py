@@ -4,7 +4,7 @@ SimSwap-256-shaped generator (synthetic random weights: speed only), batch 1 and
 adds one change to the one before; the table says what each bought. Every step's output is
 compared with the eager FP32 output of the same inputs (PSNR over the [0, 1] image).
 
-Usage (device): python3 scripts/gpu_generator_opt.py --out DIR [--model simswap_256] [--budget-s 420]
+Usage (on a GPU): python3 benchmarks/scripts/gpu_generator_opt.py --out DIR [--model simswap_256] [--budget-s 420]
 Writes DIR/generator_steps.json and DIR/generator_steps.md (partial results survive a timeout).
 """
 
@@ -21,10 +21,10 @@ import numpy as np
 
 from fusionrt.bench.timers import CudaEventTimer, RowKey, summarize
 from fusionrt.builders import parity
-from fusionrt.engines.base import Artifact, BatchProfile, EngineConfig
-from fusionrt.engines.registry import get_engine
+from fusionrt.builders.open import open_engine
+from fusionrt.engines.base import BatchProfile, EngineConfig
+from fusionrt.models.spec import Artifact, sample_feeds
 from fusionrt.models.store import ModelStore
-from fusionrt.pipeline.hybrid import sample_feeds
 
 # (label, engine, precision, options, artifact kind). Order = the optimisation story.
 # Steps as first measured: no conv channel padding, no layer rewrites (torch-compile's default
@@ -57,7 +57,7 @@ STEPS = [
       "align_channels": 8, "rewrite": False}, "fp32"),
     ("step 6 + conv channels zero-padded to 8 (eager)", "torch", "fp16",
      {"channels_last": True, "cuda_graph": True, "align_channels": 8}, "fp32"),
-    # Exact layer rewrites (fusionrt/build/generator_rewrite.py), added one at a time to step 10.
+    # Exact layer rewrites (fusionrt/builders/generator_rewrite.py), added one at a time to step 10.
     ("step 10 + one-pass instance norm (var_mean)", "torch-compile", "fp16",
      {**COMPILED, "rewrite": "norm"}, "fp32"),
     ("+ upsample folded into the next conv (phase conv + pixel shuffle)", "torch-compile", "fp16",
@@ -178,7 +178,7 @@ def main() -> int:
                 cfg = EngineConfig(device="cuda", precision=prec,
                                    batch=BatchProfile(b, b, b), options=opts)
                 t0 = time.perf_counter()
-                eng = get_engine(engine)(art, cfg).load()
+                eng = open_engine(engine, art, cfg)
                 for _ in range(3):  # warm-up: compile, autotune, graph capture
                     out = eng.run(feeds[b])
                 torch.cuda.synchronize()

@@ -2,7 +2,7 @@
 reference output of the same inputs. Run on the GPU machine (issue 4's "every engine runs the
 full pipeline"); synthetic generator/embedder weights, the real detector.
 
-Usage: python3 scripts/pipeline_engines_check.py --device cuda --engines ort-cuda ort-trt torch torch-compile
+Usage: python3 benchmarks/scripts/pipeline_engines_check.py --device cuda --engines ort-cuda ort-trt torch torch-compile
 Prints one JSON line per engine and a Markdown table; writes --out (JSON).
 """
 
@@ -17,20 +17,21 @@ import numpy as np
 
 from fusionrt.builders import parity
 from fusionrt.pipeline.image_io import read_image
-from fusionrt.pipeline.pipeline import FaceSwapPipeline, PipelineConfig
+from fusionrt.pipeline.plan import PipelineConfig
+from fusionrt.pipeline.swapper import FaceSwapper
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(engine: str, device: str, swapper: str, frames: int) -> tuple[np.ndarray, dict]:
     cfg = PipelineConfig(swapper=swapper, engine=engine, device=device, allow_synthetic=True)
     t0 = time.perf_counter()
-    with FaceSwapPipeline(cfg) as pipe:
+    with FaceSwapper.open(cfg) as pipe:
         pipe.set_source(read_image(str(ROOT / "examples/astronaut.png")), "astronaut")
         target = read_image(str(ROOT / "examples/grace_hopper.jpg"))
         setup_s = time.perf_counter() - t0
         out, n = pipe.process_frame(target)          # first frame: warm-up
-        pipe.ms.clear(); pipe.frames = 0
+        pipe.reset_timing()
         for _ in range(frames):
             out, n = pipe.process_frame(target)
         return out, {"faces": n, "setup_s": round(setup_s, 2), "stage_ms": pipe.stage_ms(),

@@ -4,10 +4,10 @@ generated clips processed with 1, 2, … workers; wall time (worker start-up inc
 excluded), frames/s overall and per worker, speed-up over the first count.
 
 CPU (this is what produced benchmarks/results/2026-11-25-cpu/batch_scaling.*):
-    python scripts/batch_scaling.py --workers 1,2 --swapper classic --det-size 320 \\
+    python benchmarks/scripts/batch_scaling.py --workers 1,2 --swapper classic --det-size 320 \\
         --out-dir benchmarks/results/2026-11-25-cpu
 2-GPU machine (one warm worker per GPU; not run by the author of this script):
-    python scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 --engine ort-cuda \\
+    python benchmarks/scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 --engine ort-cuda \\
         --size 1280x720 --clips 16 --seconds 4 --out-dir benchmarks/results/<date>-<gpu>
 
 Each count runs ``--repeats`` times into a fresh output folder; the table shows the best
@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
 def _make_clips(d: Path, n: int, seconds: float, fps: int, size: str) -> None:
-    spec = importlib.util.spec_from_file_location("make_test_video", ROOT / "scripts" / "make_test_video.py")
+    spec = importlib.util.spec_from_file_location("make_test_video", ROOT / "tests" / "videos.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     d.mkdir(parents=True, exist_ok=True)
@@ -42,20 +42,17 @@ def _make_clips(d: Path, n: int, seconds: float, fps: int, size: str) -> None:
 def _run(args: argparse.Namespace, clips: Path, out: Path, workers: int) -> dict:
     from fusionrt.batch.jobs import plan_job
     from fusionrt.batch.runner import BatchConfig, run_batch
-    from fusionrt.pipeline.pipeline import PipelineConfig
+    from fusionrt.batch.commands import path_settings
+    from fusionrt.pipeline.plan import PipelineConfig
     gpu = args.gpus_per_worker > 0
     pipe = PipelineConfig(swapper=args.swapper, det_size=args.det_size,
-                          engine=args.engine or ("ort-cuda" if gpu else "ort-cpu"),
+                          engine=args.engine or "default",
                           device="cuda" if gpu else "cpu", allow_synthetic=args.allow_synthetic)
-    gpu_cfg = runner = None
-    if args.gpu_path:
-        from fusionrt.batch.commands import gpu_path_settings
-        gpu_cfg, runner = gpu_path_settings(pipe, args.batch, args.precision, args.preset,
-                                            engine=args.engine)
+    pipe, video = path_settings(pipe, "gpu" if args.gpu_path else "cpu", args.batch,
+                                args.precision, args.preset)
     cfg = BatchConfig(str(ROOT / "examples" / "grace_hopper.jpg"), pipe, address=args.address,
                       workers=workers, cpus_per_worker=args.cpus_per_worker,
-                      gpus_per_worker=args.gpus_per_worker, retries=0, gpu=gpu_cfg,
-                      runner=runner)
+                      gpus_per_worker=args.gpus_per_worker, retries=0, video=video)
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -124,7 +121,7 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--size", default="320x240")
     ap.add_argument("--swapper", default="classic")
-    ap.add_argument("--engine", help="default ort-cpu, or ort-cuda with --gpus-per-worker")
+    ap.add_argument("--engine", help="as fusionrt swap --engine (default: default)")
     ap.add_argument("--det-size", type=int, default=320)
     ap.add_argument("--cpus-per-worker", type=float, default=1.0)
     ap.add_argument("--gpus-per-worker", type=float, default=0.0)
@@ -132,7 +129,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     ap.add_argument("--gpu-path", action="store_true",
-                    help="workers run the GPU video path (GpuSwapper + overlapped encode)")
+                    help="workers run the device kernels (the GPU video path)")
     ap.add_argument("--batch", type=int, default=32, help="GPU path: frames per batch")
     ap.add_argument("--precision", default="fp32", help="GPU path: generator precision")
     ap.add_argument("--preset", default="veryfast", help="GPU path: x264 preset")
@@ -151,8 +148,9 @@ def main() -> None:
     if args.allow_synthetic and args.swapper != "classic":
         from fusionrt.models.store import ModelStore
         store = ModelStore()
-        store.ensure_synthetic([n for n in (args.swapper, "arcface_w600k_r50")
-                                if store.installed(n) is None])
+        from fusionrt.builders.synth import ensure_synthetic
+        ensure_synthetic(store, [n for n in (args.swapper, "arcface_w600k_r50")
+                                 if store.installed(n) is None])
     work = Path(tempfile.mkdtemp(prefix="fusionrt-scaling-"))
     try:
         _make_clips(work / "in", args.clips, args.seconds, args.fps, args.size)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ModelError
-from .store import ModelStore
-from .zoo import get_spec
+from ..models.store import ModelStore
+from ..models.zoo import get_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,5 +106,6 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    print(ModelStore().synth(args.name, seed=args.seed, width=args.width))
+    from ..builders.synth import synth_model  # needs torch; imported only here
+    print(synth_model(ModelStore(), args.name, seed=args.seed, width=args.width))
     return 0

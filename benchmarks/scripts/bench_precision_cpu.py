@@ -6,7 +6,7 @@ crops of the repo's two example photos → INT8 Q/DQ graph → quality gate on h
 latency of FP32 and INT8 on ORT CPU (batch 1). Writes ``results.json`` and ``results.md`` into
 ``--out`` with the machine facts and the exact command.
 
-    python3 scripts/bench_precision_cpu.py --out benchmarks/results/2026-11-25-cpu
+    python3 benchmarks/scripts/bench_precision_cpu.py --out benchmarks/results/2026-11-25-cpu
 
 The calibration set is 2 photos augmented (flips, scale, brightness, small rotations): not a
 diverse set. The models have random weights: the quality figures are for random weights.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("bench_precision_cpu")
@@ -65,7 +65,8 @@ def interleaved_latency(paths: dict[str, Path], spec, feed: dict, threads: int, 
 
 
 def bench_model(name: str, args, store, embedder) -> dict:
-    from fusionrt.builders.calibrate import build_calibration_set, load_calibration
+    from fusionrt.builders.calibrate import load_calibration
+    from fusionrt.pipeline.artifacts import build_calibration_set, identity_crops
     from fusionrt.builders.gate import evaluate
     from fusionrt.builders.int8 import Int8Options, qdq_summary, quantize_int8
     from fusionrt.builders.synth import synthesize
@@ -97,7 +98,9 @@ def bench_model(name: str, args, store, embedder) -> dict:
                             options=Int8Options(method=method, activations=act))
         build_s = time.perf_counter() - t
         gate = evaluate(spec, fp32, out, "int8", list(held.feeds(spec)),
-                        id_embedder=embedder if spec.task == "swap" else None, synthetic=True)
+                        id_embed=embedder.embed_crops if spec.task == "swap" else None,
+                        id_crops=identity_crops if spec.task == "swap" else None,
+                        synthetic=True)
         paths[key] = out
         row[key] = {
             "activations": act, "build_s": build_s, "gate_passed": gate.passed,

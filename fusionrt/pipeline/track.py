@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..types import Face
+from .types import Face
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,7 +1,9 @@
 """The ``fusionrt`` command: a thin layer over the library.
 
 Each area registers its own sub-commands (``register(subparsers)``) and handlers return an exit
-code. Errors a user can fix (``FusionError``) print one line and exit non-zero; never a traceback.
+code. Front ends keep their commands (``serve``, ``triton``, ``batch``, ``bench``, ``doctor``,
+``swap``); the commands of the lower areas (``models``, and ``export``/``build``/``calibrate``
+of the builders) live here, above everything they call. Errors a user can fix (``FusionError``) print one line and exit non-zero; never a traceback.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import importlib
 import logging
 import sys
 
-from .errors import FusionError
+from ..errors import FusionError
 
 # Modules that add sub-commands; a missing optional module never breaks the others.
 COMMAND_MODULES = (
     "fusionrt.pipeline.commands",   # swap
-    "fusionrt.models.commands",     # models list|pull|import|verify|path|synth
-    "fusionrt.builders.commands",      # export, build, calibrate
+    "fusionrt.cli.models",          # models list|pull|import|verify|path|synth
+    "fusionrt.cli.build",           # export, build, calibrate
     "fusionrt.bench.commands",      # bench
     "fusionrt.doctor",              # doctor
     "fusionrt.serve.commands",      # serve
@@ -45,12 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unavailable(sub, module: str, err: ModuleNotFoundError) -> None:
     """Register ``fusionrt <area>`` as a command that explains what is missing."""
-    from .errors import EngineError
+    from ..errors import EngineError
 
     def fail(args):
         raise EngineError(f"{module} | needs the Python package '{err.name}', which is not "
                           f"installed: {err}")
-    area = module.split(".")[1]
+    parts = module.split(".")
+    area = parts[2] if parts[1] == "cli" else parts[1]
     try:
         sub.add_parser(area, help=f"(unavailable: {err.name} missing)").set_defaults(func=fail)
     except Exception:  # an area of the same name already registered
@@ -74,7 +77,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fusionrt: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

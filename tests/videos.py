@@ -2,9 +2,11 @@
 """Make a short test clip from the example photos: a slow pan/zoom over examples/astronaut.png,
 then over examples/grace_hopper.jpg, H.264 (libx264, yuv420p) with a 440 Hz sine on AAC audio.
 
-The clip is generated on demand (tests, demos) and never committed.
+The clip is generated on demand and never committed. Tests import it (``from videos import
+make_test_video``: pytest puts tests/ on sys.path, as for ``conftest``); benchmarks/scripts/
+put tests/ on sys.path themselves. For a demo clip, from the repository root:
 
-    python scripts/make_test_video.py --out clip.mp4 --seconds 3 --fps 25 --size 640x480
+    python tests/videos.py --out clip.mp4 --seconds 3 --fps 25 --size 640x480
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The device runs behind the H100 rounds of results (benchmarks/results/*-h100-r2/: generator,
-# aot, video, ray; *-h100-r3/: rewrite, final), one part per device call. Run from the repo
-# root after `source scripts/device_env.sh`.
+# The benchmark runs behind the H100 rounds of results (benchmarks/results/*-h100-r2/: generator,
+# aot, video, ray; *-h100-r3/: rewrite, final, midbatch), one part per invocation, on your GPU
+# machine (the script puts this repository on PYTHONPATH):
+#     bash benchmarks/scripts/gpu_runs.sh PART [OUT_DIR]     (OUT_DIR default: ./bench-out)
 #   generator : GPU 0 — generator steps 1, 6, 7, 10, 12, 13 at bs1 and bs16 (eager FP32, eager
 #               FP16 + graph, ORT CUDA FP32, torch.compile FP16 without / with conv channel
 #               padding, eager FP16 with padding), kernel profiles of 10 and 12; GPU 1 (or after,
@@ -9,9 +10,9 @@
 #               engine cache (profiled); detector conformance on CUDA.
 #   aot       : only the AOT part of 'generator' (build, then two profiled loads).
 #   video     : the GPU video bench on GPU 0, pinned to 16 CPU cores (one H100's share of the
-#               2-GPU host, the same count as the 1-GPU machine).
-#   rewrite   : GPU 0 — the exact layer rewrites (build/generator_rewrite.py) added one at a time
-#               to step 10 (steps 14-17; 14-16 at bs16 only), eager FP32 as the PSNR reference,
+#               2-GPU host of the r2 results).
+#   rewrite   : GPU 0 — the exact layer rewrites (builders/generator_rewrite.py) added one at a
+#               time to step 10 (steps 14-17; 14-16 at bs16 only), eager FP32 as the PSNR reference,
 #               kernel profiles of 10 and 17 at bs1 and bs16.
 #   final     : GPU 0 — one run for the issue-6 table: eager FP32, eager FP16 + graph, ORT CUDA
 #               FP32 (needs onnxruntime-gpu), step 10, the large-batch (21) and small-batch (25)
@@ -21,34 +22,37 @@
 #               switch from 25's set to 21's (r4).
 #   ray       : fusionrt batch scaling, 1 then 2 GPU workers on the GPU video path
 #               (RAY_ENGINE: engine map, default the GPU path's; RAY_PRESET: x264 preset).
-# Python bytecode is cached in /tmp/pycache: the device's torch install is read-only, so each
-# new process (each Ray worker) otherwise recompiles ~2000 modules (~6 s, seen in a profile).
-# Outputs go to $OUT/<part>/. Full-size synthetic (random-weight) models: speed only.
+# Each part is bounded in time: the budgets of the recorded runs (GEN_S, VIDEO_S, RAY_S override).
+# Outputs go to OUT_DIR/<part>/. Full-size synthetic (random-weight) models in $FUSIONRT_HOME
+# (default /tmp/frh): speed only.
 set -u
-OUT=${OUT:-/tmp/out}
-export FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh} PYTHONPYCACHEPREFIX=/tmp/pycache
-part=${1:?generator|aot|rewrite|final|midbatch|video|ray}
-mkdir -p "$OUT/$part"
+part=${1:?usage: gpu_runs.sh generator|aot|rewrite|final|midbatch|video|ray [OUT_DIR]}
+mkdir -p "${2:-bench-out}/$part"
+OUT=$(cd "${2:-bench-out}" && pwd)
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" FUSIONRT_HOME=${FUSIONRT_HOME:-/tmp/frh}
 ngpu=$(nvidia-smi -L | wc -l)
 other=$(( ngpu > 1 ? 1 : 0 ))
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$OUT/$part/gpu.txt"
 case $part in rewrite|final|midbatch) models="'simswap_256'" ;;
   *) models="'arcface_w600k_r50', 'inswapper_128', 'simswap_256'" ;; esac
-python3 -c "from fusionrt.models.store import ModelStore
-print(ModelStore().ensure_synthetic([$models]))"
+python3 -c "from fusionrt.builders.synth import ensure_synthetic
+from fusionrt.models.store import ModelStore
+print(ensure_synthetic(ModelStore(), [$models]))"
 aot() {
   for run in build load1 load2; do
-    timeout 300 python3 scripts/compile_cache_check.py simswap_256 --device cuda --batch 16 \
-      --precision fp16 --aot --profile-load "$OUT/$part/aot_$run.prof.txt" \
+    timeout 300 python3 benchmarks/scripts/compile_cache_check.py simswap_256 --device cuda \
+      --batch 16 --precision fp16 --aot --profile-load "$OUT/$part/aot_$run.prof.txt" \
       2>"$OUT/$part/aot_$run.err" | tee -a "$OUT/$part/aot.jsonl"
   done
 }
-# scripts/gpu_generator_opt.py on GPU 0 into $OUT/$part: killed after ${GEN_S:-LIMIT} s, its own
-# time budget MARGIN s less (room for the last compile and the Markdown). Args: LIMIT MARGIN ARGS…
+# benchmarks/scripts/gpu_generator_opt.py on GPU 0 into OUT_DIR/$part: killed after
+# ${GEN_S:-LIMIT} s, its own time budget MARGIN s less (room for the last compile and the
+# Markdown). Args: LIMIT MARGIN ARGS…
 gen_steps() {
   local limit=${GEN_S:-$1} margin=$2
   shift 2
-  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 scripts/gpu_generator_opt.py \
+  CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 benchmarks/scripts/gpu_generator_opt.py \
     --out "$OUT/$part" "$@" --budget-s $(( limit - margin )) > "$OUT/$part/steps.log" 2>&1
   echo "steps rc $?"
 }
@@ -83,18 +87,18 @@ midbatch)
   tail -8 "$OUT/midbatch/steps.log"
   ;;
 video)
-  CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} python3 scripts/gpu_video_bench.py \
-    --out "$OUT/video" --results-dir "$OUT/video" --budget-s $(( ${VIDEO_S:-540} - 40 )) \
-    --seconds 10 --baseline-seconds 3 --precision tf32 --extra-precision fp16 \
-    --e2e "4:superfast,4:ultrafast,6:ultrafast,8:ultrafast,4:ultrafast:none" \
+  CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout ${VIDEO_S:-540} \
+    python3 benchmarks/scripts/gpu_video_bench.py --out "$OUT/video" --results-dir "$OUT/video" \
+    --budget-s $(( ${VIDEO_S:-540} - 40 )) --seconds 10 --baseline-seconds 3 --precision tf32 \
+    --extra-precision fp16 --e2e "4:superfast,4:ultrafast,6:ultrafast,8:ultrafast,4:ultrafast:none" \
     --extra-engine "detect=ort-cuda" 2>&1 | grep -v -i warn | tail -40
   ;;
 ray)
   export RAY_AUTH_MODE=disabled RAY_memory_monitor_refresh_ms=0
-  timeout ${RAY_S:-500} python3 scripts/batch_scaling.py --workers 1,2 --gpus-per-worker 1 \
-    --cpus-per-worker 16 --gpu-path --swapper inswapper_128 --allow-synthetic --precision tf32 \
-    --preset "${RAY_PRESET:-superfast}" ${RAY_ENGINE:+--engine "$RAY_ENGINE"} --size 1920x1080 \
-    --clips 8 --seconds 15 --fps 30 --det-size 640 --repeats 1 --out-dir "$OUT/ray" \
+  timeout ${RAY_S:-500} python3 benchmarks/scripts/batch_scaling.py --workers 1,2 \
+    --gpus-per-worker 1 --cpus-per-worker 16 --gpu-path --swapper inswapper_128 --allow-synthetic \
+    --precision tf32 --preset "${RAY_PRESET:-superfast}" ${RAY_ENGINE:+--engine "$RAY_ENGINE"} \
+    --size 1920x1080 --clips 8 --seconds 15 --fps 30 --det-size 640 --repeats 1 --out-dir "$OUT/ray" \
     --notes "Device run: $ngpu GPU(s), one worker per GPU on the GPU video path." 2>&1 | tail -30
   ;;
 esac

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# The device benchmark (issue 6): full-size synthetic models in a throw-away FUSIONRT_HOME,
+# The GPU benchmark (issue 6): full-size synthetic models in a throw-away FUSIONRT_HOME,
 # INT8 artifacts where they build in time, then the full `fusionrt bench` GPU matrix.
 #
-# Run from the repository root on the GPU machine (repo on PYTHONPATH, not pip-installed):
-#     bash scripts/gpu_bench.sh
+# Run on your GPU machine (the script puts this repository on PYTHONPATH; no install needed):
+#     bash benchmarks/scripts/gpu_bench.sh
 # Writes bench.json / bench.md / bench.png / gpu_bench.log into $OUT (default ./bench-out),
 # rewritten after every row so a killed run still leaves partial results, and copies them to
 # benchmarks/results/<date>-$TAG/ at the end.
 #
-# Time: the whole script stays under TOTAL seconds (default 520; one device command may run
-# about 540). The bench always keeps BENCH_S seconds (default 330, about 5.5 minutes): set-up
-# steps (synthesis, INT8 builds) run only while that is still free, and the bench stops
-# starting rows 75 s before its end; rows that would start later are listed as
-# "skipped: time budget". Override with env: TOTAL, BENCH_S, TAG, OUT, ENGINES, PRECISIONS,
-# BATCHES, STAGES, RUNS, WARMUP, MAX_ROW_S, INT8=0 (skip INT8 builds), PYTHON; DEVICE=cpu and
-# WIDTH=0.05 give a quick dry run of the whole flow on a machine without a GPU.
+# Time: the whole script stays under TOTAL seconds (default 520). The bench always keeps
+# BENCH_S seconds (default 330, about 5.5 minutes): set-up steps (synthesis, INT8 builds) run
+# only while that is still free, and the bench stops starting rows 75 s before its end; rows
+# that would start later are listed as "skipped: time budget". Override with env: TOTAL,
+# BENCH_S, TAG, OUT, ENGINES, PRECISIONS, BATCHES, STAGES, RUNS, WARMUP, MAX_ROW_S, INT8=0 (skip
+# INT8 builds), PYTHON; DEVICE=cpu and WIDTH=0.05 give a quick dry run of the whole flow on a
+# machine without a GPU.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 REPO=$PWD
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
@@ -28,7 +28,7 @@ RES="$REPO/benchmarks/results/$(date -u +%Y-%m-%d)-$TAG"
 mkdir -p "$OUT" "$RES"
 exec > >(tee "$OUT/gpu_bench.log") 2>&1
 export FUSIONRT_HOME
-OWN_HOME=0  # reuse a store made by scripts/gpu_check.sh on the same warm machine
+OWN_HOME=0  # reuse a store made by benchmarks/scripts/gpu_check.sh (same FUSIONRT_HOME)
 if [[ -z "${FUSIONRT_HOME:-}" ]]; then FUSIONRT_HOME=$(mktemp -d /tmp/fusionrt-bench.XXXXXX); OWN_HOME=1; fi
 T0=$SECONDS
 log() { echo "[gpu_bench +$((SECONDS - T0))s] $*"; }

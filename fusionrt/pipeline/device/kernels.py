@@ -1,0 +1,290 @@
+"""The device kernel set: every stage as torch tensor ops on one CUDA stream (or CPU torch, which
+is how it is tested without a GPU). Same methods as ``pipeline/host/kernels.py``; ``FaceSwapper``
+drives either.
+
+A batch is N frames of one size on the device: the raw frames as they came (yuv420p planes from
+the decoder, or (N, H, W, 3) BGR uint8) plus their (N, 3, H, W) float BGR view. The only host
+round trip per batch is the detections (a few hundred bytes; their number per frame decides
+what runs next). The generator gets the crops of all frames together, in chunks of
+``gen_batch`` padded to that size so a captured CUDA graph replays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...builders.open import open_engine
+from ...engines.base import Engine
+from ...errors import EngineError, InputError
+from ..host.embed import l2norm
+from ..host.swap import NeuralSwapper
+from ..types import Face, Identity
+from . import require_torch
+from .detect import GpuDetector
+from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420,
+                     nchw_to_hwc, to_device, yuv420_to_bgr)
+from .paste import feather_mask_tensor, paste_faces
+from .timing import StageTimer
+from .warp import crop_faces, similarity_batch, template_points
+
+
+@dataclass
+class DeviceBatch:
+    raw: Any            # (N, H*3/2, W) yuv420p or (N, H, W, 3) bgr uint8; written at the end
+    fmt: str            # "yuv420p" | "bgr"
+    height: int
+    width: int
+    frames: Any = None  # (N, 3, H, W) float BGR in [0, 255]
+    union: Any = None   # (N, 1, H, W) pasted weights, once something was pasted
+    hit: tuple = ()     # frames something was pasted into (host ints: no sync to find them)
+
+
+@dataclass
+class DeviceSwapped:
+    faces: Any          # (K, 3, S, S) generated faces, float BGR in [0, 255]
+    matrices: Any       # (K, 2, 3) frame→crop
+    index: list[int]    # frame of each face
+
+
+def max_batch(engine: Engine) -> int | None:
+    """The batch an ONNX graph is fixed to (the released inswapper_128 takes only 1)."""
+    session = getattr(engine, "session", None)
+    if session is None:
+        return None
+    dim = session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+class DeviceKernels:
+    """torch stages over the plan's engines (engines that take tensors; numpy-only engines'
+    outputs are wrapped)."""
+
+    name = "device"
+
+    def __init__(self) -> None:
+        self.engines: list[Engine] = []
+        self.embed_engine: Engine | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def open(self, plan: Any) -> None:
+        torch = require_torch()
+        self.torch = torch
+        s = self.settings = plan.settings
+        self.dev = Device(plan.device)
+        self.compute = self.dev.stream()
+        self.timer = StageTimer(self.dev, s.timing)
+        try:
+            with self.dev.use(self.compute):
+                self._open_stages(plan)
+        except BaseException:
+            self.close()
+            raise
+        self.gen_chunk = min(s.gen_batch, max_batch(self.neural.engine) or s.gen_batch)
+        graphs = lambda e: bool(self.dev.cuda and e.config.options.get("cuda_graph"))  # noqa: E731
+        self.pad_static = graphs(self.neural.engine)
+        self.det_pad = graphs(self.detector.engine)
+        self.det_batch = 0
+        self._warm: set[tuple[int, int, int]] = set()
+
+    def _open_stages(self, plan: Any) -> None:
+        s, d = plan.settings, self.dev.device
+        eng = {name: self._open(sp) for name, sp in plan.stages.items()}
+        self.detector = GpuDetector(eng["detect"], self.dev, s.score_threshold,
+                                    s.nms_threshold, s.det_size)
+        self.neural = NeuralSwapper(eng["swap"])
+        self.embed_engine = eng["embed"]
+        espec = self.embed_engine.spec
+        self.embed_size = espec.preprocess.size[0] if espec.preprocess.size else 112
+        self.tpl_embed = template_points(espec.template or "arcface_112", self.embed_size, d)
+        self.tpl_swap = template_points(self.neural.template, self.neural.size, d)
+        self.mask = feather_mask_tensor(self.neural.size, s.feather, d)
+
+    def _open(self, stage_plan: Any) -> Engine:
+        extra = {"stream": self.compute.cuda_stream} if stage_plan.accepts_stream else {}
+        engine = open_engine(stage_plan.engine, stage_plan.artifact,
+                             stage_plan.engine_config(**extra))
+        self.engines.append(engine)
+        return engine
+
+    def close(self) -> None:
+        for e in self.engines:
+            e.close()
+        self.engines.clear()
+
+    @contextlib.contextmanager
+    def session(self):
+        """Work on the compute stream, after (and before) the caller's stream: a batch may have
+        been written there and is read there after (GPU-side waits only)."""
+        torch = self.torch
+        if self.compute is None:
+            with torch.inference_mode():
+                yield
+            return
+        caller = torch.cuda.current_stream(self.dev.device)
+        self.compute.wait_stream(caller)
+        try:
+            with self.dev.use(self.compute), torch.inference_mode():
+                yield
+        finally:
+            caller.wait_stream(self.compute)
+
+    # -- frames in and out --------------------------------------------------------------------
+    def images(self, frames: Sequence[np.ndarray]) -> DeviceBatch:
+        """BGR uint8 images of one size → a batch (a copy on the device even on CPU torch, so
+        pasting in place never touches the caller's arrays)."""
+        for f in frames:
+            if not (isinstance(f, np.ndarray) and f.ndim == 3 and f.shape[2] == 3
+                    and f.dtype == np.uint8):
+                got = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
+                raise InputError(f"image | got {got}; expected uint8 (H, W, 3) BGR")
+        if len({f.shape for f in frames}) != 1:
+            raise InputError("images | got several sizes in one batch; expected one size")
+        raw = self.torch.from_numpy(np.stack(frames))
+        raw = raw.to(self.dev.device) if self.dev.cuda else raw.clone()
+        h, w = frames[0].shape[:2]
+        return self.tensor_batch(raw, "bgr", h, w)
+
+    def tensor_batch(self, raw: Any, fmt: str, height: int, width: int) -> DeviceBatch:
+        b = DeviceBatch(raw, fmt, height, width)
+        with self.timer.stage("convert_in"):
+            b.frames = (yuv420_to_bgr(raw, height, width) if fmt == "yuv420p"
+                        else hwc_to_nchw(raw))
+        return b
+
+    def frames(self, batch: DeviceBatch, originals: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+        self.finish(batch)
+        host = batch.raw.cpu().numpy()
+        return [host[i] for i in range(host.shape[0])]
+
+    def finish(self, batch: DeviceBatch) -> None:
+        """Write the pasted frames back into ``raw`` (only the frames that changed; in yuv420p
+        only the pixels under a pasted face keep new bytes)."""
+        if batch.union is None:
+            return
+        with self.timer.stage("convert_out"):
+            hit = to_device(list(batch.hit), self.dev.device)
+            if batch.fmt == "yuv420p":
+                block = batch.raw[hit]
+                merge_yuv420(bgr_to_yuv420(batch.frames[hit]), block, batch.union[hit],
+                             batch.height, batch.width)
+                batch.raw[hit] = block
+            else:
+                batch.raw[hit] = nchw_to_hwc(batch.frames[hit])
+        batch.union, batch.hit = None, ()
+
+    @staticmethod
+    def one(swapped: DeviceSwapped, i: int) -> DeviceSwapped:
+        """Frame ``i``'s part of ``swap``'s result, as the result of a one-frame batch."""
+        keep = [n for n, j in enumerate(swapped.index) if j == i]
+        return DeviceSwapped(swapped.faces[keep], swapped.matrices[keep], [0] * len(keep))
+
+    def warmup(self, batch: int, height: int, width: int, latent: Any = None) -> None:
+        """Run each static shape once before the loop's threads start: CUDA graphs are captured
+        and cuDNN/ORT autotune here (a graph capture fails while another thread allocates or
+        synchronises, and autotuning mid-video would stall the loop)."""
+        key = (batch, height, width)
+        if key in self._warm:
+            return
+        torch = self.torch
+        with self.dev.use(self.compute), torch.inference_mode():
+            self.det_batch = max(self.det_batch, batch)
+            x, _ = self.detector.letterbox(
+                torch.zeros((self.det_batch, 3, height, width), device=self.dev.device))
+            self.detector.run_net(x)
+            if latent is not None:
+                s = self.neural.size
+                crops = torch.zeros((self.gen_chunk, 3, s, s), device=self.dev.device)
+                self._generate(crops, latent.expand(self.gen_chunk, -1))
+        if self.dev.cuda:
+            torch.cuda.synchronize(self.dev.device)
+        self._warm.add(key)
+
+    # -- stages -------------------------------------------------------------------------------
+    def _prep(self, crops, spec):
+        """(K, 3, s, s) BGR float crops → the model's input per its preprocess contract."""
+        p = spec.preprocess
+        x = crops.flip(1) if p.channel_order == "RGB" else crops
+        mean, std = const(tuple(p.mean), x), const(tuple(p.std), x)
+        return ((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).contiguous()
+
+    def detect(self, batch: DeviceBatch, rows: Sequence[int]) -> list[list[Face]]:
+        frames, t = batch.frames, self.timer
+        n = frames.shape[0]
+        sub = frames if len(rows) == n else frames[to_device(list(rows), self.dev.device)]
+        with t.stage("detect_prep"):
+            x, scale = self.detector.letterbox(sub)
+        with t.stage("detect_net"):
+            m = x.shape[0]
+            if self.det_pad and m < self.det_batch:  # the captured graph's batch
+                x = self.torch.cat([x, x.new_zeros((self.det_batch - m,) + tuple(x.shape[1:]))])
+            loc, conf, lmk = (o[:m] for o in self.detector.run_net(x))
+        with t.stage("detect_post"):
+            dets = self.detector.postprocess(loc, conf, lmk, scale, *frames.shape[2:])
+            return dets.faces(len(rows))
+
+    def embed(self, batch: DeviceBatch, faces: list[list[Face]], rows: Sequence[int]
+              ) -> list[list[Face]]:
+        flat = [(r, f) for r, fl in zip(rows, faces) for f in fl]
+        if not flat:
+            return faces
+        with self.timer.stage("embed"):
+            lm = to_device(np.stack([f.landmarks for _, f in flat]), self.dev.device)
+            crops = crop_faces(batch.frames, [r for r, _ in flat],
+                               similarity_batch(lm, self.tpl_embed), self.embed_size)
+            e = self.embed_engine
+            out = e.run({e.inputs[0].name: self._prep(crops, e.spec)})[e.outputs[0].name]
+            emb = l2norm(np.asarray(self.torch.as_tensor(out).float().cpu().numpy())
+                         .reshape(len(flat), -1))
+        it = iter(emb)
+        return [[Face(f.box, f.score, f.landmarks, next(it)) for f in fl] for fl in faces]
+
+    def latent(self, embedding: np.ndarray | None):
+        if embedding is None:
+            raise EngineError("device kernels | the source identity has no embedding")
+        return self.torch.as_tensor(self.neural.latent(embedding), device=self.dev.device)
+
+    def _generate(self, crops, latents):
+        torch, n = self.torch, self.neural
+        x = self._prep(crops, n.spec)
+        outs = []
+        for s in range(0, x.shape[0], self.gen_chunk):
+            xb, src = x[s:s + self.gen_chunk], latents[s:s + self.gen_chunk]
+            k = xb.shape[0]
+            if self.pad_static and k < self.gen_chunk:  # one static shape: the graph replays
+                pad = self.gen_chunk - k
+                xb = torch.cat([xb, xb.new_zeros((pad,) + tuple(xb.shape[1:]))])
+                src = torch.cat([src, src[:1].expand(pad, -1)])
+            y = n.engine.run({"target": xb.contiguous(),
+                              "source": src.contiguous()})[n.output_name]
+            outs.append(torch.as_tensor(y).to(self.dev.device)[:k].float())
+        y = torch.cat(outs)
+        if n.output_range == "tanh":
+            y = (y + 1.0) / 2.0
+        y = (y.clamp(0.0, 1.0) * 255.0).round()
+        return y.flip(1) if n.spec.preprocess.channel_order == "RGB" else y
+
+    def swap(self, batch: DeviceBatch, faces: list[list[Face]],
+             identities: list[list[Identity]]) -> DeviceSwapped:
+        idx = [i for i, fl in enumerate(faces) for _ in fl]
+        with self.timer.stage("align_crop"):
+            lm = to_device(np.stack([f.landmarks for fl in faces for f in fl]), self.dev.device)
+            mats = similarity_batch(lm, self.tpl_swap)
+            crops = crop_faces(batch.frames, idx, mats, self.neural.size)
+            lats = [ident.latent for il in identities for ident in il]
+            same = all(lat is lats[0] for lat in lats)
+            latents = (lats[0].expand(len(lats), -1) if same else
+                       self.torch.cat([lat.reshape(1, -1) for lat in lats]))
+        with self.timer.stage("generator"):
+            out = self._generate(crops, latents)
+        return DeviceSwapped(out, mats, idx)
+
+    def paste(self, batch: DeviceBatch, faces: list[list[Face]], swapped: DeviceSwapped) -> None:
+        with self.timer.stage("paste"):
+            union = paste_faces(batch.frames, swapped.faces, swapped.matrices, swapped.index,
+                                self.mask, color=self.settings.color_transfer)
+        batch.union = union if batch.union is None else self.torch.maximum(batch.union, union)
+        batch.hit = tuple(sorted(set(batch.hit) | set(swapped.index)))

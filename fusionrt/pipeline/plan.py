@@ -1,0 +1,387 @@
+"""The stage plan: which model, engine, device and options run each stage, and why.
+
+``plan_stages(settings, store, device)`` is the one place that turns the user's flags into a
+plan; every front end (``fusionrt swap`` on images and video, serve, Triton's pipeline model,
+Ray workers, bench) calls it and then ``FaceSwapper(plan)``. So each flag has one meaning:
+
+- ``--swapper auto``: the first neural swapper whose swapper *and* embedder weights are real,
+  else ``classic`` (host kernels only: on the device kernels that is an error, never a silent
+  switch).
+- ``--engine``: one engine for every stage, a per-stage map ``detect=torch,swap=ort-cuda``,
+  ``default`` (the first usable engine of ``DEFAULT_ENGINES`` for the device) or ``auto``
+  (measured on this machine, parity-gated against the FP32 reference, cached: ``measure.py``).
+- ``--device``: where every stage runs. An engine that cannot run there is an error naming the
+  ones that can; ``cuda`` on a machine without a CUDA GPU is an error on every path.
+- kernels: ``host`` (numpy/OpenCV pre/post-processing) or ``device`` (torch tensors; frames
+  stay on the GPU); ``auto`` = device kernels on CUDA, host kernels on the CPU.
+
+Engine options come from the engines' declared capabilities (``cuda_graphs``,
+``channels_last``, ``tf32``, ``precisions``, ``accepts_stream``), never from their names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from ..engines.base import EngineConfig
+from ..engines.registry import engine_names, get_engine
+from ..errors import EngineError, InputError, ModelError
+from ..models.spec import Artifact
+from ..models.store import ModelStore
+from ..models.zoo import ZOO
+from .measure import choose_measured
+from .select import MODES
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "embed", "swap")
+DETECTOR = "retinaface_mnet025"
+EMBEDDER = "arcface_w600k_r50"
+# "auto" tries these in order (best quality first) and takes the first with real weights.
+NEURAL_SWAPPERS = tuple(n for n, s in ZOO.items() if s.task == "swap")
+SWAPPER_CHOICES = ("auto", "classic") + NEURAL_SWAPPERS
+KERNELS = ("auto", "host", "device")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
+
+REFERENCE_ENGINE = "ort-cpu"  # the FP32 reference every measured engine is parity-checked against
+# --engine default, per device kind: the first engine that can load the stage's artifact.
+# CUDA: the torch engine (CUDA graph, channels-last) for the detector (a native module loaded
+# from its ONNX) and for models with torch weights; ORT CUDA with IOBinding on the compute
+# stream for ONNX-only models. Why torch for the detector: inside the threaded video loop ORT's
+# detector measured 6-22 ms per frame against 0.2 ms alone on the H100 (each ORT run gives up
+# the GIL and waits on the stream); one CUDA-graph replay on the compute stream does not.
+DEFAULT_ENGINES: dict[str, Mapping[str, tuple[str, ...]]] = {
+    "cpu": {"detect": ("ort-cpu",), "embed": ("ort-cpu",), "swap": ("ort-cpu",)},
+    "cuda": {"detect": ("torch", "ort-cuda"), "embed": ("ort-cuda", "torch"),
+             "swap": ("torch", "ort-cuda")},
+}
+GRAPH_STAGES = ("detect", "swap")  # static shapes every batch; embed runs rarely, ragged
+
+SYNTHETIC_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!! SYNTHETIC WEIGHTS: '{name}' has random weights. Its output is garbage, made only for\n"
+    "!! tests and speed work. For real swaps: fusionrt models pull {name}\n" + "!" * 78)
+
+
+@dataclass
+class PipelineConfig:
+    """Every setting of a swap, on every path (CLI, serve, Triton, Ray, bench).
+
+    ``swapper="auto"``: the first neural swapper with real weights installed, else
+    ``"classic"``; synthetic weights only when named and ``allow_synthetic``."""
+
+    swapper: str = "auto"
+    engine: str = "default"  # one engine, "detect=ort-cuda,swap=trt", "default" or "auto"
+    device: str = "cpu"      # cpu, cuda, cuda:N
+    kernels: str = "auto"    # host (numpy), device (torch), auto: device on CUDA
+    select: str = "largest"
+    similarity_threshold: float = 0.4
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    det_size: int = 640
+    feather: float = 0.1
+    color_transfer: bool = False
+    poisson: bool = False      # host kernels only
+    allow_synthetic: bool = False
+    threads: int | None = None  # CPU threads per engine (Ray workers share a machine)
+    precision: str = "fp32"     # generator: fp32, tf32, fp16, bf16 (engines that support it)
+    cuda_graphs: bool = True
+    detect_every: int = 1       # 1: detect on every frame; N: track landmarks in between
+    smoothing: float = 0.5      # landmark EMA weight at each detection when detect_every > 1
+    gen_batch: int = 32         # crops per generator call (device kernels)
+    timing: bool = True         # per-stage CUDA-event times (device kernels)
+
+    def check(self) -> None:
+        """Raise a one-line error for a setting no path accepts."""
+        if self.select not in MODES:
+            raise InputError(f"selection '{self.select}' | unknown; expected one of: "
+                             f"{', '.join(MODES)}")
+        if self.swapper not in SWAPPER_CHOICES:
+            raise ModelError(f"swapper '{self.swapper}' | unknown; expected one of: "
+                             f"{', '.join(SWAPPER_CHOICES)}")
+        if self.kernels not in KERNELS:
+            raise InputError(f"kernels '{self.kernels}' | unknown; expected one of: "
+                             f"{', '.join(KERNELS)}")
+        if self.precision not in PRECISIONS:
+            raise EngineError(f"precision '{self.precision}' | unknown; expected one of: "
+                              f"{', '.join(PRECISIONS)}")
+        if self.detect_every < 1 or self.gen_batch < 1:
+            raise InputError(f"detect_every {self.detect_every}, gen_batch {self.gen_batch} | "
+                             "expected both >= 1")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: the model file, the engine and device it runs on, its options, and why."""
+
+    stage: str
+    model: str
+    artifact: Artifact
+    engine: str
+    device: str
+    precision: str
+    options: Mapping[str, Any]
+    reason: str
+    accepts_stream: bool = False  # the kernels hand it their CUDA stream when they open it
+
+    @property
+    def synthetic(self) -> bool:
+        return self.artifact.synthetic
+
+    def engine_config(self, **extra: Any) -> EngineConfig:
+        return EngineConfig(device=self.device, precision=self.precision,
+                            options={**self.options, **extra})
+
+    def describe(self) -> str:
+        kind = "SYNTHETIC" if self.synthetic else "real"
+        flags = (" +tf32" if self.options.get("tf32") else "") + \
+                (" +cuda-graph" if self.options.get("cuda_graph") else "")
+        return (f"{self.model} ({kind} weights) on {self.engine} [{self.device}] "
+                f"{self.precision}{flags}: {self.reason}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``FaceSwapper`` runs: the settings, the kernel set, and one ``StagePlan`` per model
+    stage (no ``swap`` stage for the classic swapper, no ``embed`` when nothing needs one)."""
+
+    settings: PipelineConfig
+    device: str
+    kernels: str
+    swapper: str
+    stages: Mapping[str, StagePlan] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return any(s.synthetic for s in self.stages.values())
+
+    def explain(self) -> dict[str, str]:
+        """Stage → what runs it and why (``--explain``, ``/readyz``)."""
+        out = {name: s.describe() for name, s in self.stages.items()}
+        if self.swapper == "classic":
+            out["swap"] = "classic (landmark transplant, no model) on cpu"
+        c = self.settings
+        out["paste"] = (f"numpy/OpenCV on cpu" if self.kernels == "host" else
+                        f"torch on {self.device}") + (
+            " + colour transfer" if c.color_transfer else "") + (" + Poisson" if c.poisson else "")
+        return out
+
+
+def parse_engine_spec(text: str) -> dict[str, str]:
+    """``"ort-cpu"`` → every stage; ``"detect=ort-cuda,swap=trt"`` → those stages (others
+    ``default``); ``"auto"``/``"default"`` → every stage. Unknown stages/engines raise."""
+    text = text.strip()
+    if "=" not in text:
+        if text not in ENGINE_CHOICES:
+            get_engine(text)  # raises with the valid names
+        return {s: text for s in STAGES}
+    out = {s: "default" for s in STAGES}
+    for part in text.split(","):
+        stage, _, name = part.partition("=")
+        stage, name = stage.strip(), name.strip()
+        if stage not in STAGES:
+            raise EngineError(f"--engine '{text}' | unknown stage '{stage}'; "
+                              f"expected {', '.join(STAGES)}")
+        if name not in ENGINE_CHOICES:
+            get_engine(name)
+        out[stage] = name
+    return out
+
+
+def engine_help() -> str:
+    return (f"one of {', '.join(engine_names())}; a per-stage map 'detect=torch,swap=ort-cuda'; "
+            "'default' (the usual engine per device, the default); or 'auto' (measured once "
+            "per machine, parity-checked, fastest kept)")
+
+
+# -- device ---------------------------------------------------------------------------------
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda``; anything else is refused."""
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return "cuda"
+    raise InputError(f"device '{device}' | unknown; expected cpu, cuda or cuda:N")
+
+
+def check_device(device: str) -> str:
+    """The device kind, after making sure a CUDA device exists when one is asked for."""
+    kind = device_kind(device)
+    if kind == "cuda":
+        index = int(device.split(":")[1]) if ":" in device else 0
+        count, how = _cuda_devices()
+        if index >= count:
+            raise EngineError(f"device '{device}' | no such CUDA GPU here ({how}); "
+                              "use --device cpu")
+    return kind
+
+
+def _cuda_devices() -> tuple[int, str]:
+    """(CUDA GPUs visible, how that was found)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return n, f"torch sees {n} CUDA GPU(s)"
+    try:
+        import onnxruntime as ort
+        has = "CUDAExecutionProvider" in ort.get_available_providers()
+    except Exception:  # noqa: BLE001 - no ORT or a broken one: no CUDA through it either
+        has = False
+    # without torch, ORT's CUDA provider is the only witness; it cannot count devices
+    return (1 if has else 0), ("onnxruntime has a CUDA provider" if has else
+                               "neither torch nor onnxruntime sees a CUDA GPU")
+
+
+def _runs_on(cls: type, device: str) -> bool:
+    return any(device == d or device.startswith(d + ":") for d in cls.devices)
+
+
+def _usable(name: str, artifact: Artifact) -> tuple[bool, str]:
+    try:
+        cls = get_engine(name)
+    except EngineError as e:
+        return False, str(e)
+    ok, why = cls.available()
+    return cls.can_load(artifact) if ok else (ok, why)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+def _real(store: ModelStore, name: str) -> bool:
+    try:
+        return store.installed(name) == "real"
+    except ModelError:
+        return False
+
+
+def swapper_name(settings: PipelineConfig, store: ModelStore, kernels: str) -> str:
+    """``auto`` → the first neural swapper with real swapper and embedder weights, else classic;
+    classic runs on the host kernels only."""
+    name = settings.swapper
+    if name == "auto":
+        name = next((n for n in NEURAL_SWAPPERS if _real(store, n)
+                     and _real(store, ZOO[n].extra.get("embedder", EMBEDDER))), "classic")
+        if name == "classic" and kernels == "device":
+            raise ModelError("swapper 'auto' | no neural swapper with real weights; the GPU path "
+                             "runs neural swappers only: fusionrt models pull inswapper_128 "
+                             "(or --device cpu for the classic swapper)")
+        log.info("swapper 'auto' | chose '%s'", name)
+    if name == "classic" and kernels == "device":
+        raise ModelError(f"swapper 'classic' | not available on the GPU path; expected one of: "
+                         f"{', '.join(NEURAL_SWAPPERS)} (classic runs with --device cpu)")
+    return name
+
+
+def with_anchor_count(artifact: Artifact, det_size: int) -> Artifact:
+    """The detector's artifact with its outputs' anchor axis ("A") made concrete for
+    ``det_size``: ORT CUDA's IOBinding path sizes its output buffers from the contract, and
+    ``TensorSpec.with_batch`` would otherwise put the batch size on that axis too."""
+    from .host.detect import priors
+    a = len(priors(det_size))
+    outs = tuple(replace(t, shape=tuple(a if d == "A" else d for d in t.shape))
+                 for t in artifact.spec.outputs)
+    return replace(artifact, spec=replace(artifact.spec, outputs=outs))
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None = None,
+                device: str | None = None) -> Plan:
+    """The plan for ``settings`` on ``device`` (default ``settings.device``).
+
+    Raises:
+        InputError / ModelError / EngineError: a one-line reason for any setting, model or
+        engine that cannot run here (nothing is loaded before the whole plan holds).
+    """
+    s = settings or PipelineConfig()
+    s.check()
+    store = store or ModelStore()
+    device = device or s.device
+    kind = check_device(device)
+    kernels = s.kernels if s.kernels != "auto" else ("device" if kind == "cuda" else "host")
+    if kernels == "device" and s.poisson:
+        raise InputError("--poisson | runs on the CPU path only (host kernels); drop it or use "
+                         "--device cpu")
+    asked = parse_engine_spec(s.engine)
+    swapper = swapper_name(s, store, kernels)
+
+    models: dict[str, str] = {"detect": DETECTOR}
+    if swapper != "classic":
+        models["swap"] = swapper
+    if swapper != "classic" or s.select == "reference":
+        models["embed"] = ZOO[swapper].extra.get("embedder", EMBEDDER) \
+            if swapper != "classic" else EMBEDDER
+    artifacts = {st: store.resolve(m, allow_synthetic=s.allow_synthetic and st != "detect")
+                 for st, m in models.items()}
+    artifacts["detect"] = with_anchor_count(artifacts["detect"], s.det_size)
+    for st, art in artifacts.items():
+        if art.synthetic:
+            log.warning(SYNTHETIC_BANNER.format(name=models[st]))
+
+    choices: dict[str, tuple[str, str]] = {}
+    for st in artifacts:
+        if asked[st] == "default":
+            choices[st] = _default_engine(st, artifacts[st], kind)
+        elif asked[st] != "auto":
+            choices[st] = (asked[st], "asked for on the command line")
+    auto = [st for st in artifacts if asked[st] == "auto"]
+    if auto:
+        candidates = [n for n in engine_names() if _measurable(n, kind)]
+        choices.update(choose_measured({st: artifacts[st] for st in auto}, candidates,
+                                       REFERENCE_ENGINE, device))
+    stages = {st: _stage(st, models[st], artifacts[st], *choices[st], device, s)
+              for st in STAGES if st in artifacts}
+    return Plan(s, device, kernels, swapper, stages)
+
+
+def _measurable(name: str, kind: str) -> bool:
+    """Engines ``auto`` times on this device kind: available, able to run there, and on the CPU
+    none that compiles (torch.compile costs minutes there, more than a short job saves)."""
+    cls = get_engine(name)
+    if not cls.available()[0] or not _runs_on(cls, "cuda" if kind == "cuda" else "cpu"):
+        return False
+    return kind == "cuda" or not cls.compiles
+
+
+def _default_engine(stage: str, artifact: Artifact, kind: str) -> tuple[str, str]:
+    order = DEFAULT_ENGINES[kind][stage]
+    refused = []
+    for name in order:
+        ok, why = _usable(name, artifact)
+        if ok:
+            return name, f"default for {kind}" + (f" ({'; '.join(refused)})" if refused else "")
+        refused.append(f"{name}: {(why.splitlines() or ['not usable'])[0][:100]}")
+    raise EngineError(f"stage '{stage}' | no default engine for {kind} can run "
+                      f"'{artifact.spec.name}': {'; '.join(refused)}")
+
+
+def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,
+           s: PipelineConfig) -> StagePlan:
+    cls = get_engine(engine)
+    if not _runs_on(cls, device):
+        can = [n for n in engine_names() if _runs_on(get_engine(n), device)]
+        raise EngineError(f"engine '{engine}' | runs on {', '.join(cls.devices)}; --device "
+                          f"{device} needs one of: {', '.join(can)} (or --engine default)")
+    cuda = device_kind(device) == "cuda"
+    options: dict[str, Any] = {}
+    if s.threads:
+        options["threads"] = s.threads
+    if stage == "detect":  # the letterboxed square: fixes H and W for TensorRT profiles
+        options["dims"] = {"H": s.det_size, "W": s.det_size}
+    if cls.tf32:
+        options["tf32"] = s.precision == "tf32"
+    if cuda and cls.channels_last:
+        options["channels_last"] = True
+    if cuda and cls.cuda_graphs:
+        options["cuda_graph"] = bool(s.cuda_graphs) and stage in GRAPH_STAGES
+    precision = s.precision if stage == "swap" and s.precision in ("fp16", "bf16") \
+        and s.precision in cls.precisions else "fp32"
+    return StagePlan(stage, model, artifact, engine, device, precision, options, reason,
+                     accepts_stream=bool(cuda and cls.accepts_stream))

@@ -72,8 +72,9 @@ def static_reason(engine: str, precision: str, torch_engine: bool) -> str | None
     if precision not in ("fp32", "fp16", "int8"):
         return f"precision '{precision}' | unknown; expected fp32, fp16 or int8"
     if torch_engine and precision == "int8":
+        from .config import GRAPH_ENGINES
         return ("torch engines have no INT8 path (their precision is autocast: fp32, fp16, "
-                "bf16); INT8 runs as a Q/DQ graph on ort-*/trt")
+                f"bf16); INT8 runs as a Q/DQ graph on {', '.join(GRAPH_ENGINES)}")
     return None
 
 

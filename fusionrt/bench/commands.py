@@ -26,16 +26,18 @@ def _csv(kind):
 
 
 def register(subparsers) -> None:
+    from ..engines.registry import engine_names
+    from .config import CPU_DEFAULTS
     from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
     p = subparsers.add_parser(
         "bench", help="benchmark engines x precisions x batch sizes x stages",
         description="Time every stage on every engine and precision; write JSON, Markdown and "
-                    "a PNG chart. Defaults depend on --device: cpu = ort-cpu,torch / fp32 / "
+                    "a PNG chart. Defaults depend on --device: cpu = "
+                    f"{','.join(CPU_DEFAULTS['engines'])} / fp32 / "
                     "batch 1 / 5 runs, rows capped at ~3 s, no row started after 90 s (about a "
                     "minute); cuda = every engine and precision, batches 1,4,16,32, 50 runs "
                     "capped at ~5 s per row, no budget.")
-    p.add_argument("--engines", type=_csv(str), help="e.g. ort-cpu,ort-cuda,torch,torch-compile,"
-                                                     "ort-trt,trt")
+    p.add_argument("--engines", type=_csv(str), help=f"e.g. {','.join(engine_names())}")
     p.add_argument("--precisions", type=_csv(str), help="fp32,fp16,int8")
     p.add_argument("--batch", type=_csv(int), dest="batches", help="e.g. 1,4,16,32")
     p.add_argument("--stages", type=_csv(str), help=",".join(STAGES))

@@ -7,18 +7,51 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
+from ..errors import EngineError, InputError
 from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
 
+
+def casts_precision(cls: Any) -> bool:
+    """The torch engines: they apply fp16/bf16 to the FP32 module themselves (autocast or the
+    keep-list cast) and allocate through torch; the others run the precision of their graph."""
+    return len(getattr(cls, "precisions", ("fp32",))) > 1
+
+
+def builds_per_shape(cls: Any) -> bool:
+    """Compiles (torch.compile) or builds a plan for a batch profile (TensorRT) when it loads."""
+    return bool(getattr(cls, "compiles", False) or getattr(cls, "fixed_batch_profile", False))
+
+
+def _registered() -> list[tuple[str, Any]]:
+    """(name, class) of every registered engine, in the bench's order: the FP32 reference
+    first, engines that compile or build per shape last (a budget that runs out cuts the
+    costliest rows), and within each part the engines that cast the precision themselves (the
+    torch baseline) ahead of the graph engines. An engine whose module cannot be imported is
+    left out (the doctor names it)."""
+    out = []
+    for name in engine_names():
+        try:
+            out.append((name, get_engine(name)))
+        except EngineError:
+            continue
+    return sorted(out, key=lambda e: (e[0] != REFERENCE_ENGINE, builds_per_shape(e[1]),
+                                      not casts_precision(e[1])))
+
+
 SCHEMA = "fusionrt.bench/1"
-BUILD_ENGINES = ("torch-compile", "ort-trt", "trt")  # compile/build per shape: run them last
+_ENGINES = _registered()
+BUILD_ENGINES = tuple(n for n, c in _ENGINES if builds_per_shape(c))  # run them last
+GRAPH_ENGINES = tuple(n for n, c in _ENGINES if not casts_precision(c))  # run the graph's precision
 PRECISIONS = ("fp32", "fp16", "int8")
-REFERENCE = "ort-cpu"
+REFERENCE = REFERENCE_ENGINE
 # CPU: small enough to finish in about a minute with full-size models (slow rows get 3 runs,
-# no row starts after 90 s); CUDA: the full matrix, each row's timed runs capped near 5 s.
-CPU_DEFAULTS = dict(engines=("ort-cpu", "torch"), precisions=("fp32",), batches=(1,),
+# no row starts after 90 s): the engines that run on the CPU and do not compile there (minutes);
+# CUDA: the full matrix (every engine that runs on CUDA), each row's timed runs capped near 5 s.
+CPU_DEFAULTS = dict(engines=tuple(n for n, c in _ENGINES if "cpu" in c.devices and not c.compiles),
+                    precisions=("fp32",), batches=(1,),
                     runs=5, warmup=1, max_row_s=3.0, budget_s=90.0)
-CUDA_DEFAULTS = dict(engines=("torch", "ort-cuda", "torch-compile", "ort-trt", "trt"),
+CUDA_DEFAULTS = dict(engines=tuple(n for n, c in _ENGINES if "cuda" in c.devices),
                      precisions=PRECISIONS, batches=(1, 4, 16, 32), runs=50, warmup=3,
                      max_row_s=5.0, budget_s=None)
 
@@ -79,12 +112,6 @@ def cuda_reason() -> str | None:
     if not torch.cuda.is_available():
         return "not available on this machine: torch sees no CUDA GPU"
     return None
-
-
-def casts_precision(cls: Any) -> bool:
-    """The torch engines: they apply fp16/bf16 to the FP32 module themselves (autocast or the
-    keep-list cast) and allocate through torch; the others run the precision of their graph."""
-    return len(getattr(cls, "precisions", ("fp32",))) > 1
 
 
 def gpu_mem_figure(mem: dict, torch_memory: bool) -> float | None:

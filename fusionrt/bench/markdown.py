@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import label, rows_by_stage
+from .report import BASELINES, label, rows_by_stage
 from .stages import STAGES, SYNTHETIC_NOTE
 
 COLUMNS = ("engine / precision", "batch", "latency mean (ms)", "p50", "p95", "p99",
@@ -81,12 +81,13 @@ def _method(doc: dict) -> str:
     c = doc["config"]
     cap = (f", capped at about {c['max_row_s']:g} s of timed runs per row (at least "
            f"{min(c.get('min_runs', 3), c['runs'])} runs)") if c.get("max_row_s") else ""
+    baselines = " and ".join(f"{e}/{p}" for e, p in BASELINES.values())
     return (f"Method: per row {c['warmup']} warm-up run(s), then {c['runs']} timed runs{cap}, "
             "each synchronised; latency from CUDA events on GPU rows and perf_counter on CPU "
             "rows (host wall clock kept in the JSON); FPS = batch × runs / total wall time; GPU "
             "mem = NVML used-memory delta from before the engine loaded (torch's allocator peak "
-            "where NVML is missing); speedups = mean-latency ratios against the torch/fp32 and "
-            "ort-cuda/fp32 rows of the same stage and batch in this run (— when that row is "
+            f"where NVML is missing); speedups = mean-latency ratios against the {baselines} "
+            "rows of the same stage and batch in this run (— when that row is "
             f"missing). Parity: {c.get('reference_note', '')} (detector: the worst cosine of "
             "its raw heads over all anchors, stricter than the quality gate's box IoU; "
             "embedder: cosine; generators and pipeline: PSNR); 'gate' is the quality gate's "

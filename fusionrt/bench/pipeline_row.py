@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engines.registry import get_engine
 from ..errors import FusionError
 from .artifacts import Unavailable
-from .config import REFERENCE, casts_precision, cuda_reason
+from .config import REFERENCE, casts_precision, cuda_reason, engine_device
 from ..runtime.machine import MemoryProbe
 from .stages import SYNTHETIC_NOTE, read_images
 
@@ -44,7 +45,7 @@ def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
 
 def _pipeline(cfg: "BenchConfig", store, engine: str):
     FaceSwapper, plan = _classes()
-    device = cfg.device if engine != "ort-cpu" else "cpu"
+    device = engine_device(get_engine(engine), cfg.device)  # the engine's own device if need be
     pcfg = plan.PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine, device=device,
                                allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
     # The plan's synthetic-weights banner would repeat on every build; the rows and the
@@ -88,7 +89,8 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
     probe = None
     try:
         if g.precision != "fp32":
-            raise Unavailable("FaceSwapPipeline has no precision setting: pipeline rows are FP32")
+            raise Unavailable("pipeline rows run FP32 (the plan's default precision, as "
+                              "fusionrt swap runs it)")
         _classes()
         try:
             cls = r.lookup(g.engine)

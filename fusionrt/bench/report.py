@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
+from ..pipeline.plan import BASELINE_ENGINES
 
-BASELINES = {"speedup_vs_torch_fp32": ("torch", "fp32"),
-             "speedup_vs_ort_cuda_fp32": ("ort-cuda", "fp32")}
+# row key -> (engine, precision): the seed table's baselines (pipeline.plan.BASELINE_ENGINES) at
+# FP32; the keys are the schema's ``speedup_vs_<engine>_fp32`` (ROW_KEYS).
+BASELINES = {f"speedup_vs_{e.replace('-', '_')}_fp32": (e, "fp32") for e in BASELINE_ENGINES}
 ROW_KEYS = ("stage", "model", "input_size", "engine", "precision", "batch", "device", "status",
             "reason", "synthetic", "weights_note", "timer", "runs", "warmup", "latency_ms",
             "wall_ms", "fps", "mem", "gpu_mem_mb", "load", "parity", "gate",

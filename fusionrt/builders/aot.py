@@ -61,8 +61,8 @@ def build_aot_package(cls: type, artifact: Artifact, config: EngineConfig) -> Ao
     path = Path(folder.name) / "model.pt2"
     try:
         if data is None:
-            log.info("torch-compile | AOT build of '%s' (batch %s): once per fingerprint",
-                     artifact.spec.name, config.batch)
+            log.info("%s | AOT build of '%s' (batch %s): once per fingerprint",
+                     cls.name, artifact.spec.name, config.batch)
             engine = cls(artifact, config)  # not loaded: its device and layout place the module
             engine.setup()
             export_package(engine, engine.place(build_torch_module(cls, artifact, config).module),

@@ -28,7 +28,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ModelError
+from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
+from ..errors import EngineError, ModelError
 from ..models.spec import ModelSpec
 from .parity import Parity, box_iou, check, cosine, psnr, ssim
 
@@ -130,7 +131,7 @@ IdCrops = Callable[[ModelSpec, np.ndarray], list[np.ndarray]]
 Decode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def make_runner(path: Path, spec: ModelSpec, engine: str = "ort-cpu") -> Runner:
+def make_runner(path: Path, spec: ModelSpec, engine: str = REFERENCE_ENGINE) -> Runner:
     """feeds -> outputs (spec order) for the ONNX file at ``path`` on ``engine``
     (an engine name or ``"reference"`` for ONNX's numpy reference evaluator)."""
     names = [t.name for t in spec.outputs]
@@ -147,17 +148,35 @@ def make_runner(path: Path, spec: ModelSpec, engine: str = "ort-cpu") -> Runner:
 
 def gate_engine(precision: str, engine: str, path: Path) -> tuple[str, str | None]:
     """(engine the gate runs the candidate on, note for the report)."""
-    if precision != "fp16" or engine not in ("ort-cpu",):
+    if precision != "fp16" or not _cpu_graph_engine(engine):
         return engine, None
     if Path(path).stat().st_size <= REFERENCE_MAX_BYTES:
         return "reference", ("FP16 checked with the ONNX reference evaluator (real FP16 "
                              "arithmetic); ORT CPU would compute these nodes in FP32")
-    return engine, ("FP16 on ort-cpu: ORT computes FP16 nodes in FP32 on the CPU, so these "
-                    "figures reflect weight rounding only; re-run the gate on ort-cuda or trt")
+    gpu = [n for n in engine_names() if _graph_engine(n, "cuda")]
+    return engine, (f"FP16 on {engine}: ORT computes FP16 nodes in FP32 on the CPU, so these "
+                    f"figures reflect weight rounding only; re-run the gate on a CUDA engine"
+                    f"{' (' + ', '.join(gpu) + ')' if gpu else ''}")
+
+
+def _graph_engine(name: str, device: str) -> bool:
+    """``name`` runs the ONNX graph as converted (no precision of its own) on ``device``."""
+    try:
+        cls = get_engine(name)
+    except EngineError:
+        return False
+    return device in cls.devices and tuple(cls.precisions) == ("fp32",)
+
+
+def _cpu_graph_engine(name: str) -> bool:
+    """An engine that runs the graph on the CPU only (ONNX Runtime CPU): FP16 nodes there are
+    computed in FP32, so it cannot judge FP16 arithmetic."""
+    return name != "reference" and _graph_engine(name, "cpu") and \
+        tuple(get_engine(name).devices) == ("cpu",)
 
 
 def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
-             feeds: Sequence[Mapping[str, np.ndarray]], *, engine: str = "ort-cpu",
+             feeds: Sequence[Mapping[str, np.ndarray]], *, engine: str = REFERENCE_ENGINE,
              thresholds: Thresholds | None = None, id_embed: IdEmbed | None = None,
              id_crops: IdCrops | None = None, decode: Decode | None = None,
              synthetic: bool = False, reference_runner: Runner | None = None,
@@ -180,7 +199,7 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
             notes.append(note)
         candidate_runner = make_runner(candidate, spec, cand_engine)
     reference_runner = reference_runner or make_runner(
-        reference, spec, "reference" if cand_engine == "reference" else "ort-cpu")
+        reference, spec, "reference" if cand_engine == "reference" else REFERENCE_ENGINE)
     ref = [reference_runner(f) for f in feeds]
     got = [candidate_runner(f) for f in feeds]
     ref_out = [np.concatenate([r[i] for r in ref]) for i in range(len(spec.outputs))]

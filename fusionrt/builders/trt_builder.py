@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..engines.base import BatchProfile
+from ..engines.tensorrt import TensorrtEngine
 from ..errors import EngineError
 from ..models.spec import ModelSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install tensorrt-cu12 (or tensorrt-cu13)"
+
+
+def timing_cache_path(root: Path | str) -> Path:
+    """The native TensorRT engine's timing cache under an engine-cache root: one folder per
+    engine, named after it (``<root>/<engine name>/timing.cache``)."""
+    return Path(root) / TensorrtEngine.name / "timing.cache"
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,8 @@ def _import_trt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise EngineError(f"engine 'trt' | tensorrt Python package not installed: {INSTALL_HINT}") \
-            from None
+        raise EngineError(f"engine '{TensorrtEngine.name}' | tensorrt Python package not "
+                          f"installed: {INSTALL_HINT}") from None
     return trt
 
 

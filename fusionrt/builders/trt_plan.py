@@ -13,7 +13,7 @@ from ..engines.tensorrt import TrtPlan, device_index
 from ..errors import EngineError
 from ..models.spec import Artifact
 from ..runtime.cache import EngineCache, Fingerprint, cache_root
-from .trt_builder import TrtBuildConfig, build_engine, make_logger
+from .trt_builder import TrtBuildConfig, build_engine, make_logger, timing_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def trt_build_config(artifact: Artifact, config: EngineConfig) -> TrtBuildConfig
         onnx_path=Path(artifact.onnx_path), batch=config.batch,
         workspace_gb=float(o.get("workspace_gb", 4)),
         optimization_level=int(o.get("builder_optimization_level", 3)),
-        timing_cache=cache / "trt" / "timing.cache", dims=dict(o.get("dims", {})))
+        timing_cache=timing_cache_path(cache), dims=dict(o.get("dims", {})))
 
 
 def build_trt_plan(cls: type, artifact: Artifact, config: EngineConfig) -> TrtPlan:
@@ -53,7 +53,7 @@ def build_trt_plan(cls: type, artifact: Artifact, config: EngineConfig) -> TrtPl
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None and not built:
             # Verified bytes the runtime still refuses (e.g. a driver change): rebuild once.
-            log.warning("engine 'trt' | cached plan rejected by TensorRT; rebuilding")
+            log.warning("engine '%s' | cached plan rejected by TensorRT; rebuilding", cls.name)
             cache.invalidate(fp)
             plan, built = cache.get_or_build(fp, lambda: build_engine(cfg, spec))
             engine = runtime.deserialize_cuda_engine(plan)

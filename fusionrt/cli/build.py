@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ..builders.convert import PRECISIONS
+from ..engines.registry import REFERENCE_ENGINE, engine_names
 from ..errors import InputError
 from ..models.zoo import ZOO, get_spec
 
 log = logging.getLogger(__name__)
 
-BUILD_ENGINES = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile")
+#: The product kind of an engine that loads a prebuilt TensorRT plan (``Engine.needs``): for such an
+#: engine ``build`` also builds the plan into the engine cache.
+TRT_PLAN = "trt-plan"
 
 
 def register(subparsers) -> None:
@@ -37,13 +40,14 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--calibration", type=Path, help="calibration set .npz (INT8; also gives "
                    "the gate its held-out faces)")
-    p.add_argument("--engine", choices=BUILD_ENGINES, default="ort-cpu")
+    p.add_argument("--engine", choices=engine_names(), default=REFERENCE_ENGINE)
     p.add_argument("--batch", default="1", help="TensorRT batch profile N or MIN:OPT:MAX")
     p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy",
                    help="INT8 activation calibration")
     p.add_argument("--activations", choices=("auto", "s8", "u8"), default="auto",
                    help="INT8 activations: s8 symmetric (TensorRT and every ORT EP), u8 "
-                   "asymmetric (ORT CPU's fast U8S8 kernels only); auto = u8 for ort-cpu")
+                   "asymmetric (ORT CPU's fast U8S8 kernels only); auto = u8 for engines that run "
+                   "on the CPU only")
     p.add_argument("--report", action="store_true", help="write the gate figures (JSON + "
                    "Markdown) beside the artifact")
     p.add_argument("--allow-synthetic", action="store_true",
@@ -102,7 +106,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # -- build -----------------------------------------------------------------------------------
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..engines.base import BatchProfile
+    from ..engines.base import BatchProfile, EngineConfig
+    from ..engines.registry import get_engine
+    from ..models.spec import Artifact
     from ..pipeline.artifacts import build_artifact
     try:
         batch = BatchProfile.parse(args.batch)
@@ -118,25 +124,29 @@ def cmd_build(args: argparse.Namespace) -> int:
             print("note: random-weight models; the figures say nothing about real-model quality")
     else:
         print(f"{res.artifact}  fp32 (the reference; no gate)")
-    if args.engine == "trt":
+    cls = get_engine(args.engine)
+    if cls.needs(Artifact(get_spec(args.model), res.artifact),
+                 EngineConfig(precision=res.precision, batch=batch)) == TRT_PLAN:
         if res.details.get("activations") == "u8":
             raise InputError("int8 --activations u8 | TensorRT needs symmetric s8 activations; "
                              "rebuild with --activations s8")
-        _build_trt(args.model, res.artifact, res.precision, batch)
+        _build_trt(cls.name, args.model, res.artifact, res.precision, batch)
     return 0
 
 
-def _build_trt(model: str, onnx_path: Path, precision: str, batch) -> None:
-    """Strongly typed TensorRT plan into the engine cache; prints the trtexec equivalent first."""
-    from ..builders.trt_builder import TrtBuildConfig, build_engine, trtexec_command
+def _build_trt(engine: str, model: str, onnx_path: Path, precision: str, batch) -> None:
+    """Strongly typed TensorRT plan for ``engine`` into the engine cache; prints the trtexec
+    equivalent first."""
+    from ..builders.trt_builder import (TrtBuildConfig, build_engine, timing_cache_path,
+                                        trtexec_command)
     from ..runtime.cache import EngineCache, Fingerprint, cache_root
     spec = get_spec(model)
     dims = {"H": 640, "W": 640} if spec.task == "detect" else {}
     cfg = TrtBuildConfig(onnx_path, batch=batch, dims=dims,
-                         timing_cache=cache_root() / "trt" / "timing.cache")
+                         timing_cache=timing_cache_path(cache_root()))
     plan_path = onnx_path.with_suffix(".plan")
     print("equivalent: " + trtexec_command(cfg, spec, plan_path))
-    fp = Fingerprint.for_model(onnx_path, "trt", precision, str(batch), cfg.builder_tag())
+    fp = Fingerprint.for_model(onnx_path, engine, precision, str(batch), cfg.builder_tag())
     cache = EngineCache()
     hit = cache.get(fp)
     if hit is not None:

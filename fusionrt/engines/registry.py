@@ -17,6 +17,11 @@ _ENGINES: dict[str, str] = {
     "trt": "fusionrt.engines.tensorrt:TensorrtEngine",
 }
 
+#: The FP32 reference (ONNX Runtime CPU: exact FP32 kernels, independent of the GPU stack) that
+#: quality gates, ``--engine auto`` and the bench check every other engine against. The one
+#: definition: code below the pipeline imports it from here, ``pipeline.plan`` re-exports it.
+REFERENCE_ENGINE = "ort-cpu"
+
 
 def engine_names() -> list[str]:
     return list(_ENGINES)

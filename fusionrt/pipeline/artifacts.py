@@ -21,10 +21,12 @@ from ..builders.calibrate import DETECT_SIZE, CalibrationSet, augment, letterbox
 from ..builders.convert import holdout_feeds, make_artifact, torch_fp16_runner
 from ..builders.open import open_engine
 from ..engines.base import EngineConfig
+from ..engines.registry import engine_names, get_engine
 from ..errors import EngineError, InputError, ModelError, NoFaceError
 from ..models.spec import Artifact, ModelSpec
 from ..models.store import ModelStore
 from ..models.zoo import get_spec
+from .plan import REFERENCE_ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ EMBEDDER = "arcface_w600k_r50"
 def default_detector():
     """The real RetinaFace (built-in weights) on ort-cpu."""
     from .host.detect import Detector
-    return Detector(open_engine("ort-cpu", ModelStore().resolve("retinaface_mnet025")))
+    return Detector(open_engine(REFERENCE_ENGINE, ModelStore().resolve("retinaface_mnet025")))
 
 
 def id_embedder(allow_synthetic: bool):
@@ -47,7 +49,7 @@ def id_embedder(allow_synthetic: bool):
     except ModelError as e:
         log.warning("identity cosine not measurable: %s", e)
         return None
-    return Embedder(open_engine("ort-cpu", art))
+    return Embedder(open_engine(REFERENCE_ENGINE, art))
 
 
 # -- calibration sets ----------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def _latents(spec, chosen, rng, embedder, model_path, allow_synthetic):
     if embedder is None:
         from .host.embed import Embedder
         art = ModelStore().resolve(EMBEDDER, allow_synthetic=allow_synthetic)
-        embedder, synthetic = Embedder(open_engine("ort-cpu", art)), art.synthetic
+        embedder, synthetic = Embedder(open_engine(REFERENCE_ENGINE, art)), art.synthetic
     emb = np.concatenate([embedder.embed_crops([c[2] for c in chosen[i:i + 16]])
                           for i in range(0, len(chosen), 16)])
     n = len(chosen)
@@ -235,12 +237,12 @@ class BuildResult:
 
 
 def build_artifact(model: str, precision: str, *, calibration: Path | None = None,
-                   engine: str = "ort-cpu", method: str = "entropy", allow_synthetic: bool = False,
+                   engine: str = REFERENCE_ENGINE, method: str = "entropy",
+                   allow_synthetic: bool = False,
                    out: Path | None = None, report: bool = False,
                    activations: str = "auto") -> BuildResult:
     """Make and gate one reduced-precision artifact (library form of ``fusionrt build``)."""
     from ..builders.gate import evaluate, refusal
-    from ..engines.registry import get_engine
     spec = get_spec(model)
     art = ModelStore().resolve(model, allow_synthetic=allow_synthetic)
     fp32 = Path(art.onnx_path)
@@ -255,8 +257,9 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
     cls = get_engine(engine)
     casts = len(cls.precisions) > 1  # casts the FP32 module itself (torch): no graph to convert
     if casts and precision not in cls.precisions:
+        graphs = ", ".join(n for n in engine_names() if _runs_graphs(n))
         raise EngineError(f"engine '{engine}' | has no INT8 path; INT8 runs as a Q/DQ graph on "
-                          "ort-cpu, ort-cuda, ort-trt or trt")
+                          f"one of: {graphs}")
     cand_runner, details = None, {}
     if casts:
         cand_runner, out = torch_fp16_runner(spec, art), fp32
@@ -269,7 +272,7 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
     # it is (ONNX Runtime); engines that build a plan first (TensorRT) or cast a module (torch)
     # are judged on ort-cpu.
     as_is = not casts and cls.needs(Artifact(spec, out), EngineConfig()) is None
-    gate_on = engine if as_is else "ort-cpu"
+    gate_on = engine if as_is else REFERENCE_ENGINE
     rep = evaluate(spec, fp32, out, precision, held, engine=gate_on, synthetic=art.synthetic,
                    candidate_runner=cand_runner, **inputs)
     rep.notes[:0] = notes
@@ -284,6 +287,14 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
         passed = _fallbacks(model, precision, calibration, engine, allow_synthetic)
         raise refusal(rep, passed)
     return BuildResult(out, precision, rep, details)
+
+
+def _runs_graphs(name: str) -> bool:
+    """The engine runs the precision its ONNX graph holds (no precision of its own)."""
+    try:
+        return tuple(get_engine(name).precisions) == ("fp32",)
+    except EngineError:
+        return False
 
 
 def _fallbacks(model, precision, calibration, engine, allow_synthetic) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ..engines.base import EngineConfig
-from ..engines.registry import engine_names, get_engine
+from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
 from ..errors import EngineError, InputError, ModelError
 from ..models.spec import Artifact
 from ..models.store import ModelStore
@@ -46,7 +46,11 @@ KERNELS = ("auto", "host", "device")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
 
-REFERENCE_ENGINE = "ort-cpu"  # the FP32 reference every measured engine is parity-checked against
+# REFERENCE_ENGINE (from engines.registry): the FP32 reference every measured engine is
+# parity-checked against.
+# The seed table's speed baselines (bench speedup columns), each at FP32: PyTorch eager and
+# ONNX Runtime CUDA.
+BASELINE_ENGINES = ("torch", "ort-cuda")
 # --engine default, per device kind: the first engine that can load the stage's artifact.
 # CUDA: the torch engine (CUDA graph, channels-last) for the detector (a native module loaded
 # from its ONNX) and for models with torch weights; ORT CUDA with IOBinding on the compute

@@ -39,6 +39,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def x86_without_vnni() -> bool:
+    """True on an x86-64 CPU known to lack VNNI (AVX512-VNNI / AVX-VNNI / AMX): there ONNX
+    Runtime's 8-bit GEMMs use VPMADDUBSW, whose 16-bit sums can saturate (ORT's quantization
+    docs; it is why an INT8 graph must use 7-bit weights, ``reduce_range``, on such CPUs)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    flags = cpu_flags()
+    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The exact command, with ``python -m fusionrt.cli`` spelled as typed."""
     argv = list(sys.argv if argv is None else argv)

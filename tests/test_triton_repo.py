@@ -231,13 +231,9 @@ def fake_pb_utils(root: Path):
     return mod
 
 
-@pytest.mark.slow
-def test_bls_pipeline_model_equals_in_process(repos, synthetic_home, monkeypatch, astronaut,
-                                              grace):
+def _bls_model(root, monkeypatch):
+    """The repository's pipeline model.py loaded as Triton would, with the stand-in pb_utils."""
     from google.protobuf import json_format
-
-    from fusionrt.triton.repo_pipeline import build_pipeline
-    root = repos["onnxruntime", "fp32"]
     pb = fake_pb_utils(root)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     spec = importlib.util.spec_from_file_location("bls_model", root / PIPELINE / "1" / "model.py")
@@ -248,6 +244,15 @@ def test_bls_pipeline_model_equals_in_process(repos, synthetic_home, monkeypatch
                                     preserving_proto_field_name=True)
     model.initialize({"model_config": json.dumps(cfg),
                       "model_repository": str(root / PIPELINE)})
+    return pb, model
+
+
+@pytest.mark.slow
+def test_bls_pipeline_model_equals_in_process(repos, synthetic_home, monkeypatch, astronaut,
+                                              grace):
+    from fusionrt.triton.repo_pipeline import build_pipeline
+    root = repos["onnxruntime", "fp32"]
+    pb, model = _bls_model(root, monkeypatch)
     req = pb.InferenceRequest("", [], [pb.Tensor("TARGET", grace), pb.Tensor("SOURCE", astronaut)])
     resp = model.execute([req])[0]
     assert not resp.has_error()
@@ -268,18 +273,7 @@ def test_bls_pipeline_model_drives_the_one_swapper(repos, synthetic_home, monkey
                                                    grace):
     """Triton's pipeline model runs no stage itself: every stage of a request is a call into the
     ``FaceSwapper``'s kernel set (recorded here), whose engines are BLS requests."""
-    from google.protobuf import json_format
-    root = repos["onnxruntime", "fp32"]
-    pb = fake_pb_utils(root)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("bls_model2", root / PIPELINE / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
-    cfg = json_format.MessageToDict(parse(root / PIPELINE / "config.pbtxt"),
-                                    preserving_proto_field_name=True)
-    model.initialize({"model_config": json.dumps(cfg),
-                      "model_repository": str(root / PIPELINE)})
+    pb, model = _bls_model(repos["onnxruntime", "fp32"], monkeypatch)
     kernels, calls = model.swapper.kernels, []
     for name in ("detect", "embed", "swap", "paste"):
         real = getattr(kernels, name)

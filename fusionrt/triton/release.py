@@ -1,7 +1,7 @@
 """``fusionrt release``: export → build FP32/FP16/INT8 → quality gate → benchmark row → write
 version N+1 into the repository (staged, then renamed) → tell running servers to load it.
 
-Every step before the rename works in a staging folder beside the repository, so a failing
+Every step before the rename works in a scratch folder beside the repository, so a failing
 export, build, gate or benchmark leaves the repository byte-for-byte as it was. After the rename,
 a server that cannot load N+1 rolls the release back: the folder is moved out again, the config
 restored and the servers told to load N, which they kept serving throughout (Triton loads a new
@@ -223,14 +223,14 @@ def release(model: str, repo: Path | str, opts: ReleaseOptions | None = None) ->
     with repo_lock(repo):
         previous = served_version(mdir)
         new = max(version_numbers(mdir)) + 1
-        staging = Path(tempfile.mkdtemp(dir=repo.parent, prefix=f".{repo.name}.release-"))
+        scratch = Path(tempfile.mkdtemp(dir=repo.parent, prefix=f".{repo.name}.release-"))
         try:
             log.info("release %s -> %s version %d: export", spec.name, mdir.name, new)
-            fp32, synthetic = export_fp32(spec, staging / "work", opts.allow_synthetic)
+            fp32, synthetic = export_fp32(spec, scratch / "work", opts.allow_synthetic)
             built, gates, bench = {}, {}, []
             for p in opts.precisions:
                 log.info("release %s: build + gate %s", spec.name, p)
-                built[p] = gated_artifact(spec, fp32, p, staging / "work",
+                built[p] = gated_artifact(spec, fp32, p, scratch / "work",
                                           calibration=opts.calibration, synthetic=synthetic,
                                           allow_synthetic=opts.allow_synthetic,
                                           thresholds=opts.thresholds.get(p),
@@ -241,7 +241,7 @@ def release(model: str, repo: Path | str, opts: ReleaseOptions | None = None) ->
             _check_contract(spec, chosen, mdir, ro)
             from .repository import RepoReport
             plans = RepoReport(repo)
-            vdir = place_stage(staging, stage, spec, chosen, ro, new, plans)
+            vdir = place_stage(scratch, stage, spec, chosen, ro, new, plans)
             if plans.trtexec:  # tensorrt backend: Triton cannot load N+1 until these ran
                 log.warning("version %d has no TensorRT plans (TensorRT builds them per GPU "
                             "kind); until they exist a Triton load fails and is rolled back:\n%s",
@@ -256,11 +256,11 @@ def release(model: str, repo: Path | str, opts: ReleaseOptions | None = None) ->
             try:
                 notified = [s.load(mdir.name, new) for s in opts.servers]
             except FusionError as e:
-                _undo(mdir, new, old_config, staging, opts.servers, previous)
+                _undo(mdir, new, old_config, scratch, opts.servers, previous)
                 raise ModelError(f"release '{spec.name}' | version {new} failed to load ({e}); "
                                  f"rolled back, version {previous} keeps serving") from None
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
     return ReleaseResult(spec.name, mdir.name, new, previous, precision, gates, bench, notified,
                          time.perf_counter() - t0)
 
@@ -280,9 +280,9 @@ def _check_contract(spec: ModelSpec, path: Path, mdir: Path, ro) -> None:
                              f"repository's config has {have.get(t.name)}")
 
 
-def _undo(mdir: Path, new: int, old_config: str, staging: Path, servers, previous: int) -> None:
+def _undo(mdir: Path, new: int, old_config: str, scratch: Path, servers, previous: int) -> None:
     """Take version ``new`` out again and bring the servers back to ``previous``."""
-    os.rename(mdir / str(new), staging / f"failed-{new}")
+    os.rename(mdir / str(new), scratch / f"failed-{new}")
     write_text(mdir / "config.pbtxt", old_config)
     for s in servers:
         try:

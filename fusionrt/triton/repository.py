@@ -209,7 +209,7 @@ def place_stage(root: Path, stage: str, spec: ModelSpec, onnx_path: Path, o: Rep
 
 def write_repository(out: Path | str, o: RepoOptions | None = None, store=None) -> RepoReport:
     """Write a complete repository at ``out`` (which must not exist or be empty), atomically:
-    everything is written to a sibling staging folder that is renamed into place at the end.
+    everything is written to a sibling scratch folder that is renamed into place at the end.
 
     Raises:
         InputError: ``out`` is a non-empty folder.
@@ -229,7 +229,7 @@ def write_repository(out: Path | str, o: RepoOptions | None = None, store=None) 
         raise InputError(f"swapper '{o.swapper}' | task {swap_spec.task}; expected a swap model")
     embedder = swap_spec.extra.get("embedder", EMBEDDER)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+    stage_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.scratch-"))
     report = RepoReport(out)
     manifest = {"format": FORMAT, "precision": o.precision, "backend": o.backend,
                 "options": {k: (str(v) if isinstance(v, Path) else v)

@@ -1,12 +1,12 @@
-"""The GPU-resident video path: frames go up once, detection, alignment, generation and paste-back
-run as batched tensor ops, frames come down once; decode, GPU work and encode overlap.
+"""The device kernel set: every stage as batched torch tensor ops, frames uploaded once and
+downloaded once (the GPU path). ``FaceSwapper`` drives it like the host kernel set.
 
-Modules: ``frames`` (host<->device transfers, colour conversion), ``detect_gpu`` (letterbox,
-prior decoding, NMS), ``warp_gpu`` (batched similarity fits and crops), ``paste_gpu`` (inverse
-warp, feathered blend, colour transfer), ``swapper`` (one batch of frames through every stage),
-``runner`` / ``encode`` (the overlapped decode -> GPU -> encode loop) and ``cli`` (the
-``fusionrt swap --device cuda`` entry point). Everything also runs on CPU torch, which is how it
-is tested without a GPU.
+Modules: ``kernels`` (the kernel set: detect, embed, align/crop, generate, paste on one compute
+stream), ``frames`` (host<->device transfers, colour conversion), ``detect`` (letterbox, prior
+decoding, NMS), ``warp`` (batched similarity fits and crops), ``paste`` (inverse warp, feathered
+blend, colour transfer), ``stage`` (the video loop's frame stage: pinned uploads, GPU-side
+waits), ``timing`` (CUDA-event stage times, queue waits). Everything also runs on CPU torch,
+which is how it is tested without a GPU.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _shape_of(frame: Any, fmt: str) -> tuple[int, ...]:
 def to_device(values: Any, device, dtype=None):
     """Small host data (indices, landmarks) → device tensor without a stream sync: a plain
     ``torch.tensor(..., device="cuda")`` copies synchronously and stalls the host until the
-    GPU has drained its queue; a pinned staging copy with ``non_blocking`` does not."""
+    GPU has drained its queue; a pinned intermediate copy with ``non_blocking`` does not."""
     torch = require_torch()
     t = torch.as_tensor(np.asarray(values), dtype=dtype)
     if torch.device(device).type != "cuda":

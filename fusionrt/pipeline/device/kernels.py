@@ -17,11 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...builders.open import open_engine
 from ...engines.base import Engine
 from ...errors import EngineError, InputError
 from ..host.embed import l2norm
 from ..host.swap import NeuralSwapper
+from ..kernels import KernelSet
 from ..types import Face, Identity
 from . import require_torch
 from .detect import GpuDetector
@@ -59,14 +59,14 @@ def max_batch(engine: Engine) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-class DeviceKernels:
+class DeviceKernels(KernelSet):
     """torch stages over the plan's engines (engines that take tensors; numpy-only engines'
     outputs are wrapped)."""
 
     name = "device"
 
     def __init__(self) -> None:
-        self.engines: list[Engine] = []
+        super().__init__()
         self.embed_engine: Engine | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -103,17 +103,9 @@ class DeviceKernels:
         self.tpl_swap = template_points(self.neural.template, self.neural.size, d)
         self.mask = feather_mask_tensor(self.neural.size, s.feather, d)
 
-    def _open(self, stage_plan: Any) -> Engine:
-        extra = {"stream": self.compute.cuda_stream} if stage_plan.accepts_stream else {}
-        engine = open_engine(stage_plan.engine, stage_plan.artifact,
-                             stage_plan.engine_config(**extra))
-        self.engines.append(engine)
-        return engine
-
-    def close(self) -> None:
-        for e in self.engines:
-            e.close()
-        self.engines.clear()
+    def _extra_options(self, stage_plan: Any) -> dict[str, Any]:
+        # ORT's kernels go on our compute stream
+        return {"stream": self.compute.cuda_stream} if stage_plan.accepts_stream else {}
 
     @contextlib.contextmanager
     def session(self):

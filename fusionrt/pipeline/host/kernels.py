@@ -16,9 +16,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ...builders.open import open_engine
-from ...engines.base import Engine
 from ...errors import InputError
+from ..kernels import KernelSet
 from ..types import Face, Identity
 from .align import warp_face
 from .classic import ClassicSwapper
@@ -49,13 +48,13 @@ class HostTimer:
         self.ms.clear()
 
 
-class HostKernels:
+class HostKernels(KernelSet):
     """numpy/OpenCV stages over the plan's engines (any engine that takes numpy feeds)."""
 
     name = "host"
 
     def __init__(self) -> None:
-        self.engines: list[Engine] = []
+        super().__init__()
         self.timer = HostTimer()
         self.embedder: Embedder | None = None
 
@@ -73,16 +72,6 @@ class HostKernels:
             raise
         self.neural = isinstance(self.swapper, NeuralSwapper)
         self.settings = s
-
-    def _open(self, stage_plan: Any) -> Engine:
-        engine = open_engine(stage_plan.engine, stage_plan.artifact, stage_plan.engine_config())
-        self.engines.append(engine)
-        return engine
-
-    def close(self) -> None:
-        for e in self.engines:
-            e.close()
-        self.engines.clear()
 
     def session(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()

@@ -147,7 +147,7 @@ def test_cli_rejects_zero_workers(tmp_path):
 # -- segments (PyAV, no Ray) -----------------------------------------------------
 @pytest.mark.slow
 def test_segments_stitch_equals_whole_video(clips, tmp_path):
-    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.settings import PipelineConfig
     from fusionrt.pipeline.swapper import FaceSwapper
     from fusionrt.pipeline.video.io import process_video
     src = clips / "long" / "talk.mp4"
@@ -242,7 +242,7 @@ def test_cli_job_corrupt_inputs_and_rerun_skips(ray_cluster, clips, tmp_path, ca
 @pytest.mark.slow
 def test_killed_worker_items_go_to_a_replacement(ray_cluster, clips, tmp_path):
     from fusionrt.batch.runner import BatchConfig, run_batch
-    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.settings import PipelineConfig
     out = tmp_path / "out"
     plans = plan_job(clips, out, segment_seconds=1.0)
     killed: list[str] = []
@@ -267,7 +267,7 @@ def test_killed_worker_items_go_to_a_replacement(ray_cluster, clips, tmp_path):
 def test_source_without_a_face_stops_before_any_output(ray_cluster, clips, tmp_path):
     from fusionrt.batch.runner import BatchConfig, run_batch
     from fusionrt.errors import NoFaceError
-    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.settings import PipelineConfig
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
     cfg = BatchConfig(str(blank), PipelineConfig(swapper="classic", det_size=320), workers=1)
@@ -284,7 +284,8 @@ def test_gpu_path_workers(ray_cluster, clips, synthetic_home, tmp_path):
     pytest.importorskip("torch")
     from fusionrt.batch.commands import path_settings
     from fusionrt.batch.runner import BatchConfig, run_batch
-    from fusionrt.pipeline.plan import PipelineConfig, plan_stages
+    from fusionrt.pipeline.plan import plan_stages
+    from fusionrt.pipeline.settings import PipelineConfig
     inputs = tmp_path / "in"
     (inputs / "long").mkdir(parents=True)
     for name in ("clip0.mp4", "long/talk.mp4", "photo.png"):

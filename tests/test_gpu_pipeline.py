@@ -30,7 +30,7 @@ from fusionrt.pipeline.device import detect as detect_gpu  # noqa: E402
 from fusionrt.pipeline.device.paste import bgr_to_lab, paste_faces  # noqa: E402
 from fusionrt.pipeline.video.loop import VideoConfig, run_batches, transcode  # noqa: E402
 from fusionrt.pipeline.device.stage import DeviceFrameStage  # noqa: E402
-from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.settings import PipelineConfig  # noqa: E402
 from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
 from fusionrt.pipeline.track import LandmarkTracker  # noqa: E402
 from fusionrt.pipeline.device.warp import crop_faces, similarity_batch  # noqa: E402

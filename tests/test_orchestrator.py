@@ -9,7 +9,7 @@ import pytest
 
 from fusionrt.pipeline import swapper as swapper_mod
 from fusionrt.pipeline.host.kernels import HostKernels
-from fusionrt.pipeline.plan import PipelineConfig
+from fusionrt.pipeline.settings import PipelineConfig
 from fusionrt.pipeline.swapper import FaceSwapper
 
 STAGES = ("detect", "embed", "swap", "paste")

@@ -8,7 +8,8 @@ import pytest
 
 from fusionrt.errors import EngineError, InputError, ModelError
 from fusionrt.pipeline import plan as planmod
-from fusionrt.pipeline.plan import PipelineConfig, plan_stages
+from fusionrt.pipeline.plan import plan_stages
+from fusionrt.pipeline.settings import PipelineConfig
 
 SYN = dict(swapper="inswapper_128", allow_synthetic=True, det_size=320)
 

@@ -22,7 +22,7 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from fusionrt.cli import build_parser  # noqa: E402
-from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.settings import PipelineConfig  # noqa: E402
 from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
 from fusionrt.serve.app import create_app  # noqa: E402
 from fusionrt.serve.batcher import DynamicBatcher, QueueFull  # noqa: E402

@@ -156,7 +156,7 @@ def test_neural_swapper_contracts(synthetic_home, astronaut, grace, detector):
 
 def test_pipeline_source_without_face_api(grace):
     from fusionrt.errors import NoFaceError
-    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.settings import PipelineConfig
     from fusionrt.pipeline.swapper import FaceSwapper
     with FaceSwapper.open(PipelineConfig(swapper="classic")) as pipe:
         with pytest.raises(NoFaceError, match="no face in the source image 'flat.png'"):

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace, clips: Path, out: Path, workers: int) -> dict
     from fusionrt.batch.jobs import plan_job
     from fusionrt.batch.runner import BatchConfig, run_batch
     from fusionrt.batch.commands import path_settings
-    from fusionrt.pipeline.plan import PipelineConfig
+    from fusionrt.pipeline.settings import PipelineConfig
     gpu = args.gpus_per_worker > 0
     pipe = PipelineConfig(swapper=args.swapper, det_size=args.det_size,
                           engine=args.engine or "default",

@@ -33,7 +33,7 @@ from videos import make_test_video  # noqa: E402
 from fusionrt.runtime.machine import machine_info  # noqa: E402
 from fusionrt.pipeline.video.loop import VideoConfig, run_batches, transcode  # noqa: E402
 from fusionrt.pipeline.device.stage import DeviceFrameStage  # noqa: E402
-from fusionrt.pipeline.plan import PipelineConfig  # noqa: E402
+from fusionrt.pipeline.settings import PipelineConfig  # noqa: E402
 from fusionrt.pipeline.swapper import FaceSwapper  # noqa: E402
 from fusionrt.pipeline.device.timing import GpuUtilSampler, Waits  # noqa: E402
 from fusionrt.pipeline.image_io import read_image  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 
 from fusionrt.builders import parity
 from fusionrt.pipeline.image_io import read_image
-from fusionrt.pipeline.plan import PipelineConfig
+from fusionrt.pipeline.settings import PipelineConfig
 from fusionrt.pipeline.swapper import FaceSwapper
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..pipeline.image_io import read_image
-from ..pipeline.plan import (PRECISIONS, SWAPPER_CHOICES, PipelineConfig, device_kind,
-                             engine_help, parse_engine_spec)
+from ..pipeline.plan import device_kind, engine_help, parse_engine_spec
+from ..pipeline.settings import PRECISIONS, SWAPPER_CHOICES, PipelineConfig
 from .jobs import plan_job
 
 log = logging.getLogger(__name__)

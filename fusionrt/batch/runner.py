@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import EngineError, InputError
-from ..pipeline.plan import PipelineConfig
+from ..pipeline.settings import PipelineConfig
 from .jobs import InputPlan, ItemReport, JobReport, WorkerReport, WorkItem, clean_partials
 from .workers import import_ray, remote_worker_class
 

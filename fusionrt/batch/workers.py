@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, FusionError, InputError, ModelError, NoFaceError
-from ..pipeline.plan import PipelineConfig
+from ..pipeline.settings import PipelineConfig
 from .jobs import WorkItem
 from .segments import cut_segment, stitch
 

@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 def _classes():
     try:
         from ..pipeline import plan
+        from ..pipeline.settings import PipelineConfig
         from ..pipeline.swapper import FaceSwapper
     except ImportError as e:
         raise Unavailable(f"fusionrt.pipeline not usable in this build: {e}") from None
-    return FaceSwapper, plan
+    return FaceSwapper, plan, PipelineConfig
 
 
 def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
@@ -44,10 +45,10 @@ def _images(cfg: "BenchConfig") -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pipeline(cfg: "BenchConfig", store, engine: str):
-    FaceSwapper, plan = _classes()
+    FaceSwapper, plan, PipelineConfig = _classes()
     device = engine_device(get_engine(engine), cfg.device)  # the engine's own device if need be
-    pcfg = plan.PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine, device=device,
-                               allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
+    pcfg = PipelineConfig(swapper=cfg.pipeline_swapper, engine=engine, device=device,
+                          allow_synthetic=cfg.allow_synthetic, det_size=cfg.detect_size)
     # The plan's synthetic-weights banner would repeat on every build; the rows and the
     # report header carry the synthetic note instead.
     plog = logging.getLogger(plan.__name__)

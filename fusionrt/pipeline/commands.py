@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError
 from .image_io import IMAGE_EXTS, read_image, write_image
-from .plan import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig, engine_help
+from .plan import engine_help
+from .settings import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig
 from .select import MODES
 from .swapper import FaceSwapper
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import InputError, NoFaceError
 from ..models.store import ModelStore
-from .plan import PipelineConfig, Plan, plan_stages
+from .plan import Plan, plan_stages
+from .settings import PipelineConfig
 from .select import select_faces
 from .track import LandmarkTracker
 from .types import Face, Identity

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from ..errors import EngineError
-from ..pipeline.plan import SWAPPER_CHOICES, PipelineConfig, engine_help
+from ..pipeline.plan import engine_help
+from ..pipeline.settings import SWAPPER_CHOICES, PipelineConfig
 
 log = logging.getLogger(__name__)
 

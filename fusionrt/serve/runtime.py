@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import FusionError, InputError, ModelError
 from ..models.store import ModelStore
 from ..pipeline.image_io import read_image
-from ..pipeline.plan import PipelineConfig
+from ..pipeline.settings import PipelineConfig
 from ..pipeline.swapper import FaceSwapper
 from .metrics import Metrics
 from .settings import ServeSettings

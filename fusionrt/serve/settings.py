@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..pipeline.plan import PipelineConfig
+from ..pipeline.settings import PipelineConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 API_KEY_ENV = "FUSIONRT_API_KEY"

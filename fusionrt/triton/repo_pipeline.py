@@ -24,7 +24,7 @@ from ..models.spec import Artifact
 from ..models.store import ModelStore
 from ..models.zoo import get_spec
 from ..pipeline.host.kernels import HostKernels
-from ..pipeline.plan import PipelineConfig
+from ..pipeline.settings import PipelineConfig
 from ..pipeline.types import Identity
 from .repository import MANIFEST
 from .versions import served_version

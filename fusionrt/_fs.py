@@ -7,11 +7,47 @@ them without importing each other.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 CHUNK = 1 << 20  # model files are hundreds of MB: hash them in 1 MiB blocks
+
+log = logging.getLogger(__name__)
+
+
+def read_json_state(path: Path, default=None, what: str = "state file"):
+    """A JSON object the project wrote earlier, read defensively.
+
+    A missing file gives ``default``; a truncated, garbled or unreadable one (or one that is not a
+    JSON object) is logged as a warning and gives ``default`` too, so the caller rebuilds it on its
+    next write. Never raises.
+    """
+    default = {} if default is None else default
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return default
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        log.warning("%s '%s' | unreadable (%s); ignoring it, it is rebuilt on the next write",
+                    what, path, e)
+        return default
+
+
+def unlink_quietly(path: Path) -> bool:
+    """Delete ``path`` if possible (a read-only folder only leaves it there); True if gone."""
+    try:
+        Path(path).unlink(missing_ok=True)
+        return True
+    except OSError as e:
+        log.warning("cannot delete '%s' (%s); leaving it", path, e)
+        return False
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

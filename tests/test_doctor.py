@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from fusionrt import doctor
+from fusionrt.runtime import probes
 from fusionrt.cli import main
 from fusionrt.engines import registry
 
@@ -100,8 +101,8 @@ def test_raising_available_is_a_reason(monkeypatch):
 
 def test_no_driver(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml → ImportError
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
-    info, gpus = doctor.probe_driver()
+    monkeypatch.setattr(probes.shutil, "which", lambda name: None)
+    info, gpus = probes.probe_driver()
     assert gpus == [] and info["version"] is None
     assert info["error"] == ("no NVIDIA driver (nvidia-ml-py not installed; nvidia-smi not on "
                              "PATH)")
@@ -112,7 +113,7 @@ SMI_OUT = ("0, NVIDIA H100 80GB HBM3, 570.124.06, 81559, 9.0\n"
 
 
 def test_parse_nvidia_smi():
-    driver, gpus = doctor.parse_nvidia_smi(SMI_OUT)
+    driver, gpus = probes.parse_nvidia_smi(SMI_OUT)
     assert driver == "570.124.06"
     assert gpus == [
         {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559,
@@ -128,7 +129,7 @@ def test_driver_from_nvidia_smi_on_path(tmp_path, monkeypatch):
     smi.chmod(0o755)
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    info, gpus = doctor.probe_driver()
+    info, gpus = probes.probe_driver()
     assert info == {"version": "570.124.06", "cuda_driver": None, "source": "nvidia-smi",
                     "error": None}
     assert [g["name"] for g in gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA L4"]
@@ -141,7 +142,7 @@ def test_failing_nvidia_smi(tmp_path, monkeypatch):
     smi.chmod(0o755)
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    info, gpus = doctor.probe_driver()
+    info, gpus = probes.probe_driver()
     assert gpus == [] and info["version"] is None
     assert info["error"].startswith("nvidia-smi failed: NVIDIA-SMI has failed")
 
@@ -160,20 +161,20 @@ class _FakeOrt:
 
 
 def test_trt_ep_listed_without_libnvinfer(monkeypatch):
-    monkeypatch.setattr(doctor, "_library_loadable", lambda name: False)
-    s = doctor.probe_provider(_FakeOrt, "TensorrtExecutionProvider", "13.0")
+    monkeypatch.setattr(probes, "_library_loadable", lambda name: False)
+    s = probes.probe_provider(_FakeOrt, "TensorrtExecutionProvider", "13.0")
     assert s == {"usable": False, "reason": "TensorRT EP listed but libnvinfer.so.10 not found: "
                                             "pip install tensorrt-cu13"}
 
 
 def test_cuda_ep_fallback_reason():
-    s = doctor.probe_provider(_FakeOrt, "CUDAExecutionProvider", "12.8")
+    s = probes.probe_provider(_FakeOrt, "CUDAExecutionProvider", "12.8")
     assert not s["usable"] and "onnxruntime-gpu[cuda,cudnn]" in s["reason"]
 
 
 def test_provider_probe_really_runs_a_session():
     import onnxruntime as ort
-    assert doctor.probe_provider(ort, "CPUExecutionProvider", None) == {"usable": True,
+    assert probes.probe_provider(ort, "CPUExecutionProvider", None) == {"usable": True,
                                                                          "reason": ""}
 
 
@@ -185,8 +186,8 @@ def test_probe_model_is_the_documented_graph():
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=7,
                           producer_name="fusionrt")
-    assert m.SerializeToString() == doctor.PROBE_MODEL
-    onnx.checker.check_model(onnx.load_from_string(doctor.PROBE_MODEL))
+    assert m.SerializeToString() == probes.PROBE_MODEL
+    onnx.checker.check_model(onnx.load_from_string(probes.PROBE_MODEL))
 
 
 @pytest.mark.parametrize("cuda,hint", [("13.0", "pip install tensorrt-cu13"),
@@ -194,4 +195,4 @@ def test_probe_model_is_the_documented_graph():
                                        (None, "pip install tensorrt-cu12 (or tensorrt-cu13, "
                                               "matching your CUDA)")])
 def test_tensorrt_pip_hint(cuda, hint):
-    assert doctor.tensorrt_pip_hint(cuda) == hint
+    assert probes.tensorrt_pip_hint(cuda) == hint

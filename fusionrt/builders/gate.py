@@ -12,6 +12,11 @@ The gate takes what it needs from the pipeline as callables (``fusionrt.pipeline
 gate_inputs`` makes them): an FP32 ArcFace ``id_embed`` and the re-alignment ``id_crops`` for the
 identity cosine, the detector heads' ``decode`` for box IoU and landmark error.
 
+Without an FP32 ArcFace the identity cosine is *not measured* (never a ``-inf`` figure): the
+report says so and why (which model to pull), and the artifact is judged on what was measured
+(PSNR, SSIM) -- unless the identity figure was asked for (``require_id``; ``fusionrt build
+--require-id``), in which case it is refused with that message.
+
 FP16 on the CPU: ONNX Runtime's CPU provider computes FP16 nodes in FP32 (it inserts Casts), so
 ``ort-cpu`` would not exercise FP16 arithmetic at all. For FP16 on a CPU engine the gate runs the
 ONNX reference evaluator (numpy, real FP16 rounding and overflow) when the model is small enough,
@@ -34,6 +39,11 @@ from ..models.spec import ModelSpec
 from .parity import Parity, box_iou, check, cosine, psnr, ssim
 
 log = logging.getLogger(__name__)
+
+#: The FP32 embedder the identity cosine needs, and how a user gets it.
+ID_EMBEDDER = "arcface_w600k_r50"
+ID_NOT_MEASURED = (f"no FP32 ArcFace ({ID_EMBEDDER}) installed; install it with: fusionrt "
+                   f"models pull {ID_EMBEDDER}")
 
 REFERENCE_MAX_BYTES = 40 << 20  # above this the numpy reference evaluator takes minutes/sample
 
@@ -79,13 +89,21 @@ class GateReport:
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # conversion facts (keep-list, Q/DQ counts)
+    #: metric -> why it was not measured (e.g. the identity cosine without an ArcFace)
+    not_measured: dict[str, str] = field(default_factory=dict)
+    #: metrics that must be measured for the artifact to pass (``--require-id``: id_cosine)
+    required: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return bool(self.figures) and all(f.passed for f in self.figures)
+        return bool(self.figures) and all(f.passed for f in self.figures) and \
+            not any(m in self.not_measured for m in self.required)
 
     def summary(self) -> str:
-        return ", ".join(str(f) for f in self.figures) or "no figures"
+        parts = [str(f) for f in self.figures]
+        parts += [f"{m} not measured ({'REQUIRED: ' if m in self.required else ''}{why})"
+                  for m, why in self.not_measured.items()]
+        return ", ".join(parts) or "no figures"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -105,6 +123,9 @@ class GateReport:
             op = "<=" if f.metric in ("max_abs", "landmark_err") else ">="
             lines.append(f"| {f.metric} | {f.value:.6g} | {op} {f.threshold:g} | "
                          f"{'pass' if f.passed else 'FAIL'} |")
+        for m, why in self.not_measured.items():
+            verdict = "FAIL (required)" if m in self.required else "not judged"
+            lines.append(f"| {m} | not measured: {why} | | {verdict} |")
         lines += [""] + [f"- {n}" for n in self.notes]
         if self.details:
             lines += ["", "## Artifact", ""]
@@ -180,13 +201,15 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
              thresholds: Thresholds | None = None, id_embed: IdEmbed | None = None,
              id_crops: IdCrops | None = None, decode: Decode | None = None,
              synthetic: bool = False, reference_runner: Runner | None = None,
-             candidate_runner: Runner | None = None) -> GateReport:
+             candidate_runner: Runner | None = None, require_id: bool = False) -> GateReport:
     """Run ``feeds`` through the FP32 ``reference`` and the ``candidate`` and compare.
 
     Args:
         id_embed / id_crops: an FP32 ArcFace and the re-alignment of generator outputs to its
             crops, for the swap models' identity cosine; without ``id_embed`` the ID figure
-            fails as "not measured".
+            is "not measured" (reported with the reason) and the gate decides on the rest.
+        require_id: the identity cosine must be measured (a swap model without ``id_embed``
+            is refused, saying which embedder to install).
         decode: the detector heads' decoder (needed for detectors).
         reference_runner / candidate_runner: override how outputs are computed (torch FP16).
     """
@@ -206,8 +229,11 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
     got_out = [np.concatenate([g[i] for g in got]) for i in range(len(spec.outputs))]
     if not all(np.isfinite(g).all() for g in got_out):
         notes.append("candidate produced NaN/Inf values")
+    not_measured: dict[str, str] = {}
     if spec.task == "swap":
         figs = _swap_figures(spec, ref_out[0], got_out[0], th, id_embed, id_crops, notes)
+        if id_embed is None:
+            not_measured["id_cosine"] = ID_NOT_MEASURED
     elif spec.task == "embed":
         figs = [check("embed_cosine", _safe(cosine, ref_out[0], got_out[0]), th.embed_cosine)]
     elif spec.task == "detect":
@@ -218,7 +244,8 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
         notes.append("models have random (synthetic) weights: the figures are for random "
                      "weights, not for the real model")
     return GateReport(spec.name, precision, cand_engine, str(candidate), str(reference),
-                      len(feeds), figs, synthetic, notes)
+                      len(feeds), figs, synthetic, notes, not_measured=not_measured,
+                      required=["id_cosine"] if require_id and spec.task == "swap" else [])
 
 
 def _safe(fn, *a) -> float:
@@ -234,9 +261,9 @@ def _swap_figures(spec, ref, got, th: Thresholds, id_embed, id_crops, notes) -> 
     figs = [check("psnr", _safe(psnr, ref, np.clip(got, 0, 1)), th.psnr)]
     figs.append(check("ssim", _safe(ssim, ref, np.clip(got, 0, 1)), th.ssim))
     if id_embed is None:
-        notes.append("identity cosine not measured: no FP32 ArcFace given (install "
-                      "arcface_w600k_r50 or pass --allow-synthetic)")
-        figs.append(check("id_cosine", float("-inf"), th.id_cosine))
+        notes.append(f"identity cosine not measured: {ID_NOT_MEASURED} (or pass "
+                     "--allow-synthetic for a random-weight one); judged on PSNR and SSIM only "
+                     "(--require-id refuses instead)")
         return figs
     if id_crops is None:
         raise ModelError("quality gate | id_embed given without id_crops (the re-alignment of "

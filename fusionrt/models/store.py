@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .._fs import CHUNK, atomic_write_bytes, sha256_file
+from .._fs import CHUNK, atomic_write_bytes, read_json_state, sha256_file, unlink_quietly
 from ..errors import InputError, ModelError
 from ..runtime.home import fusionrt_home
 from .spec import Artifact, ModelSpec, TensorSpec
@@ -110,21 +110,35 @@ def download(url: str, part: Path, size: int | None = None, progress: bool = Tru
             offset = 0
         length = resp.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else size
+        if size is not None and total is not None and total > size:
+            part.unlink(missing_ok=True)
+            raise ModelError(f"download '{label}' | the server sends {total} bytes; the "
+                             f"published size is {size}: refused, nothing installed")
         done = offset
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=label, disable=not progress, leave=False)
         try:
             with open(part, mode) as f, bar:
                 for block in iter(lambda: resp.read(CHUNK), b""):
+                    if size is not None and done + len(block) > size:
+                        raise _TooLarge()
                     f.write(block)
                     done += len(block)
                     bar.update(len(block))
+        except _TooLarge:
+            part.unlink(missing_ok=True)
+            raise ModelError(f"download '{label}' | the server sent more than the published "
+                             f"size of {size} bytes: refused, nothing installed") from None
         except (OSError, http.client.HTTPException) as e:
             raise ModelError(f"download '{label}' | interrupted after {done} of {total or '?'} "
                              f"bytes ({type(e).__name__}); run it again to resume") from None
     if total is not None and done < total:  # http.client returns b"" on an early close
         raise ModelError(f"download '{label}' | interrupted after {done} of {total} bytes; "
                          "run it again to resume")
+
+
+class _TooLarge(Exception):
+    """Internal: a download ran past the published size."""
 
 
 @dataclass(frozen=True)
@@ -175,20 +189,72 @@ class ModelStore:
             return "synthetic"
         return None
 
-    def _builtin(self, name: str) -> Path:
-        """Built-in weights are copied out of their package once, into the store."""
+    def _builtin(self, name: str, repair: bool = False) -> Path:
+        """Built-in weights are copied out of their package once, into the store (and checked
+        at every load). ``repair`` rewrites a copy whose hash is wrong. A store that cannot be
+        written gets a private copy in the temp folder: the built-in model needs no home."""
         path = self.real_path(name)
-        if not path.is_file():
-            atomic_write_bytes(path, _builtin_bytes(name))
+        if path.is_file() and not (repair and not self._intact(name, path)):
+            return path
+        data = _builtin_bytes(name)
+        try:
+            atomic_write_bytes(path, data)
+            self._record(name, hashlib.sha256(data).hexdigest(), trusted=False, origin="builtin")
+            return path
+        except OSError as e:
+            return _private_copy(name, data, e)
+
+    def _expected_for(self, name: str) -> str | None:
+        """The sha256 an installed real file must have: the zoo's verified hash, else the one
+        recorded at install, else (built in) the package's; None where nothing vouches."""
+        spec = get_spec(name)
+        if spec.sha256 and spec.sha256_verified:
+            return spec.sha256
+        record = self._read_record(name)
+        if isinstance(record.get("sha256"), str):
+            return record["sha256"]
+        if spec.builtin:
+            return hashlib.sha256(_builtin_bytes(name)).hexdigest()
+        return None
+
+    def _intact(self, name: str, path: Path) -> bool:
+        """Does ``path`` still have its expected hash? Cheap: the file is hashed once and its
+        size+mtime recorded with the hash; it is hashed again only when those change."""
+        expected = self._expected_for(name)
+        if expected is None:
+            return True
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        record = self._read_record(name)
+        if (record.get("sha256") == expected and record.get("size") == st.st_size
+                and record.get("mtime_ns") == st.st_mtime_ns):
+            return True
+        if sha256_file(path) != expected:
+            return False
+        rec = {k: v for k, v in record.items() if k in ("trusted", "origin")}
+        try:
+            self._record(name, expected, trusted=bool(rec.get("trusted")),
+                         origin=str(rec.get("origin", "")), path=path)
+        except OSError as e:  # a read-only store: checked again next time
+            log.debug("%s: hash check not recorded (%s)", name, e)
+        return True
+
+    def _checked(self, name: str, path: Path) -> Path:
+        if not self._intact(name, path):
+            raise ModelError(f"model '{name}' | file '{path}' changed since it was installed "
+                             f"(sha256 mismatch); repair it with: fusionrt models pull {name} "
+                             f"(or fusionrt models import {name} FILE)")
         return path
 
     def resolve(self, name: str, allow_synthetic: bool = False) -> Artifact:
         """The artifact to load for ``name``: real weights first, synthetic only if allowed."""
         spec = get_spec(name)
         if spec.builtin:
-            return Artifact(spec, self._builtin(name))
+            return Artifact(spec, self._checked(name, self._builtin(name)))
         if self.real_path(name).is_file():
-            return Artifact(spec, self.real_path(name))
+            return Artifact(spec, self._checked(name, self.real_path(name)))
         syn = self.synthetic_path(name)
         if allow_synthetic and syn.is_file():
             pt = syn.with_suffix(".pt")
@@ -215,8 +281,12 @@ class ModelStore:
         """
         spec = get_spec(name)
         if spec.builtin:
-            log.info("%s is built in; nothing to download", name)
-            return self._builtin(name)
+            path = self.real_path(name)
+            if path.is_file() and not self._intact(name, path):
+                log.warning("%s: the installed file has a wrong sha256; restoring it", name)
+            else:
+                log.info("%s is built in; nothing to download", name)
+            return self._builtin(name, repair=True)
         expected = _expected_sha(spec, trust)
         src = url or (mirrored(spec.url) if spec.url else None)
         if not src:
@@ -224,7 +294,7 @@ class ModelStore:
                              f"fusionrt models import {name} FILE")
         dest = self.real_path(name)
         if dest.is_file():
-            if expected is None or sha256_file(dest) == expected:
+            if self._intact(name, dest) if expected is None else sha256_file(dest) == expected:
                 log.info("%s is already installed: %s", name, dest)
                 return dest
             log.warning("%s: the installed file has a wrong sha256; downloading it again", name)
@@ -303,15 +373,17 @@ class ModelStore:
                                  bool(spec.sha256 and spec.sha256_verified)))
         return rows
 
-    def _record(self, name: str, sha256: str, trusted: bool, origin: str) -> None:
-        data = {"name": name, "sha256": sha256, "trusted": trusted, "origin": origin}
+    def _record(self, name: str, sha256: str, trusted: bool, origin: str,
+                path: Path | None = None) -> None:
+        """Write ``models/<name>.json``: the hash, with the size and mtime it was taken at."""
+        st = (path or self.real_path(name)).stat()
+        data = {"name": name, "sha256": sha256, "trusted": trusted, "origin": origin,
+                "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         atomic_write_bytes(self._record_path(name), json.dumps(data, indent=1).encode())
 
     def _read_record(self, name: str) -> dict:
-        try:
-            return json.loads(self._record_path(name).read_text())
-        except (OSError, ValueError):
-            return {}
+        """The install record; a corrupt one is ignored with a warning (rewritten next install)."""
+        return read_json_state(self._record_path(name), {}, what=f"install record of '{name}'")
 
 
 # onnxruntime's NodeArg.type → numpy dtype name
@@ -383,6 +455,23 @@ def _log_trusted(spec: ModelSpec, got: str) -> None:
         log.warning("%s: sha256 %s differs from the unverified zoo value %s; accepted (--trust)",
                     spec.name, got, spec.sha256)
     log.warning("%s: accepted on trust with sha256 %s", spec.name, got)
+
+
+_PRIVATE: dict[str, Path] = {}
+
+
+def _private_copy(name: str, data: bytes, why: OSError) -> Path:
+    """Built-in weights in a per-process temp file, for a store that cannot be written."""
+    if name not in _PRIVATE or not _PRIVATE[name].is_file():
+        import atexit
+        fd, tmp = tempfile.mkstemp(prefix=f"fusionrt-{name}-", suffix=".onnx")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        atexit.register(unlink_quietly, Path(tmp))
+        _PRIVATE[name] = Path(tmp)
+        log.warning("model store | cannot write the built-in model %s (%s); using a temporary "
+                    "copy", name, why)
+    return _PRIVATE[name]
 
 
 def _builtin_bytes(name: str) -> bytes:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError, OutputError
-from .image_io import IMAGE_EXTS, read_image, write_image
+from .image_io import IMAGE_EXTS, MAX_PIXELS, read_image, write_image
 from .plan import engine_help
 from .settings import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig
 from .select import MODES
@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="veryfast", help="x264 preset (video; default veryfast)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="generator precision, on engines that support it (default fp32)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="refuse images larger than N pixels, checked from the header before "
+                        f"decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; 0 = no limit)")
     p.set_defaults(func=run_swap)
 
 
@@ -109,13 +112,19 @@ def run_swap(args: argparse.Namespace) -> int:
     target_path = Path(args.target)
     if not target_path.is_file():
         raise InputError(f"target '{target_path}' | file not found")
-    if target_path.resolve() == out_path.resolve():
-        raise OutputError(f"output '{out_path}' | same file as the target; choose another path")
+    for role, given in (("target", target_path), ("source", args.source),
+                        ("reference", args.reference)):
+        if given and Path(given).resolve() == out_path.resolve():  # also through ../ or symlinks
+            raise OutputError(f"output '{out_path}' | same file as the {role}; "
+                              "choose another path")
     _check_output(out_path, video)
     settings = settings_from_args(args)
-    source_img = read_image(args.source, role="source")
-    reference = read_image(args.reference, role="reference") if args.reference else None
-    target_img = None if video else read_image(args.target, role="target")
+    limit = getattr(args, "max_pixels", MAX_PIXELS)
+    limit = limit if limit and limit > 0 else None  # 0: no limit
+    source_img = read_image(args.source, role="source", max_pixels=limit)
+    reference = (read_image(args.reference, role="reference", max_pixels=limit)
+                 if args.reference else None)
+    target_img = None if video else read_image(args.target, role="target", max_pixels=limit)
 
     t0 = time.perf_counter()
     with FaceSwapper.open(settings) as swapper:

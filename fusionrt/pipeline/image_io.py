@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,28 +15,66 @@ from ..errors import InputError, OutputError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
+# Pixel budget checked from the file header before decoding: 50 megapixels covers 8K UHD
+# (7680x4320, 33 MP), 8K DCI (8192x4320) and a 50 MP phone photo (8160x6120), and bounds a decode
+# at ~150 MB of BGR. A tiny file can declare a huge image (a 20000x20000 1-bit PNG is a few KB
+# and would decode to 1.2 GB): ``fusionrt swap --max-pixels N`` raises the budget.
+MAX_PIXELS = 50_000_000
+# IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED does not); ANYDEPTH keeps 16-bit
+# so it is scaled below as before. Grey and alpha come back as BGR.
+_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 
-def read_image(path: str | os.PathLike, role: str = "image") -> np.ndarray:
-    """BGR uint8 (H, W, 3). Grey and alpha images are converted; 16-bit is scaled to 8-bit.
+
+def _header_pixels(p: Path) -> tuple[str, int] | None:
+    """("WxH", pixels) from the header, without decoding; None when Pillow can't tell."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+        return f"{w}x{h}", w * h
+    except Image.DecompressionBombError as e:  # Pillow's own cap (~179 MP) hit on open
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = int(m.group(1)) if m else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+        return f"{n} pixels", n
+    except Exception:  # noqa: BLE001 - unknown to Pillow: OpenCV decides below
+        return None
+
+
+def read_image(path: str | os.PathLike, role: str = "image",
+               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """BGR uint8 (H, W, 3), upright by its EXIF orientation. Grey and alpha images are
+    converted; 16-bit is scaled to 8-bit. ``max_pixels`` (None: no limit) is checked from the
+    header before decoding.
 
     Raises:
-        InputError: missing, unreadable, empty or undecodable file.
+        InputError: missing, unreadable, empty, undecodable or over-budget file.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{role} '{p}' | file not found")
+    if max_pixels is not None and (size := _header_pixels(p)) is not None and size[1] > max_pixels:
+        raise InputError(f"{role} '{p}' | {size[0]} is over the limit of {max_pixels} pixels; "
+                         f"raise it with --max-pixels N if this image is meant")
     try:
         data = np.fromfile(p, np.uint8)  # imread can't report why; reading bytes can
     except OSError as e:
         raise InputError(f"{role} '{p}' | cannot read: {e.strerror}") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, _IMREAD_FLAGS) if data.size else None
+    except cv2.error:  # e.g. over OpenCV's own size cap
+        img = None
     if img is None or img.size == 0:
         raise InputError(f"{role} '{p}' | not a decodable image; expected PNG/JPEG/BMP/WebP/TIFF")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise InputError(f"{role} '{p}' | pixel type {img.dtype}; expected 8- or 16-bit")
-    if img.ndim == 2:
+    if img.ndim == 2:  # IMREAD_COLOR gives BGR already; kept for safety
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)

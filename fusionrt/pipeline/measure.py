@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._fs import atomic_write_bytes
+from .._fs import atomic_write_bytes, read_json_state
 from ..builders import parity
 from ..builders.open import open_engine
 from ..engines.base import EngineConfig
@@ -92,16 +92,7 @@ def _sync(outs) -> None:
 def read_cache(path: Path) -> dict:
     """The cached decisions; a corrupt or unreadable file is discarded with a warning (and
     rewritten by the next measurement), never a crash."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return data
-    except (OSError, ValueError) as e:
-        log.warning("engine choices '%s' | unreadable (%s); measuring again", path, e)
-        return {}
+    return read_json_state(path, {}, what="engine choices")
 
 
 def choose_measured(artifacts: Mapping[str, Artifact], candidates: Sequence[str], reference: str,

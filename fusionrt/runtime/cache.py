@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .._fs import CHUNK, sha256_file
+from .._fs import CHUNK, sha256_file, unlink_quietly
 from .home import fusionrt_home
 from .machine import library_version
 
@@ -188,7 +188,7 @@ class EngineCache:
                 raise CacheEntryError("payload sha256 mismatch (corrupt file)")
         except (CacheEntryError, OSError) as e:
             log.warning("engine cache | %s: %s; deleting it, the engine will be rebuilt", path, e)
-            path.unlink(missing_ok=True)
+            unlink_quietly(path)  # a read-only cache keeps it; it is ignored all the same
             return None
         return path, (b"".join(chunks) if want_bytes else None)
 
@@ -249,5 +249,9 @@ class EngineCache:
             log.info("engine cache | hit %s", self.path_for(fp))
             return payload, False
         payload = build_fn()
-        self.put(fp, payload)
+        try:
+            self.put(fp, payload)
+        except OSError as e:  # a read-only cache: the engine holds for this run only
+            log.warning("engine cache | cannot store %s (%s); it is built again next time",
+                        self.path_for(fp), e)
         return payload, True

@@ -1,0 +1,191 @@
+"""Machine probes (driver, GPUs, CUDA, cuDNN, TensorRT, ONNX Runtime and its providers, torch,
+cupy): what ``fusionrt doctor`` reports. Below the engines, so any layer may ask.
+
+Every probe is optional and never raises: a missing piece is a finding, not a crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from typing import Any
+
+from .machine import library_version
+
+# Relu on a float[1, 4]: the smallest graph every execution provider can take. Built with
+# onnx.helper (opset 13, IR 7) and stored as bytes so that the probe needs no `onnx` package;
+# tests/test_doctor.py rebuilds it with onnx and checks it is the same model.
+PROBE_MODEL = (b'\x08\x07\x12\x08fusionrt:?\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x05probeZ\x13\n'
+               b'\x01x\x12\x0e\n\x0c\x08\x01\x12\x08\n\x02\x08\x01\n\x02\x08\x04b\x13\n\x01y'
+               b'\x12\x0e\n\x0c\x08\x01\x12\x08\n\x02\x08\x01\n\x02\x08\x04B\x04\n\x00\x10\r')
+
+NVINFER = "libnvinfer.so.10"
+_SMI_FIELDS = "index,name,driver_version,memory.total,compute_cap"
+
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def tensorrt_pip_hint(cuda: str | None) -> str:
+    """The TensorRT wheel matching a CUDA major version."""
+    major = (cuda or "").split(".")[0]
+    if major in ("12", "13"):
+        return f"pip install tensorrt-cu{major}"
+    return "pip install tensorrt-cu12 (or tensorrt-cu13, matching your CUDA)"
+
+
+def parse_nvidia_smi(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """(driver version, GPUs) from ``nvidia-smi --query-gpu=<_SMI_FIELDS> --format=csv,noheader,
+    nounits`` output."""
+    driver, gpus = None, []
+    for line in text.strip().splitlines():
+        cols = [c.strip() for c in line.split(",")]
+        if len(cols) < 4:
+            continue
+        driver = cols[2]
+        cc = cols[4] if len(cols) > 4 and cols[4] not in ("", "[N/A]") else None
+        mem = int(float(cols[3])) if cols[3].replace(".", "", 1).isdigit() else None
+        gpus.append({"index": int(cols[0]), "name": cols[1], "memory_total_mib": mem,
+                     "compute_capability": cc})
+    return driver, gpus
+
+
+def probe_driver() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Driver via NVML (nvidia-ml-py), else ``nvidia-smi``, else "no NVIDIA driver"."""
+    info: dict[str, Any] = {"version": None, "cuda_driver": None, "source": None, "error": None}
+    gpus: list[dict[str, Any]] = []
+    nvml_error = "nvidia-ml-py not installed"
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        try:
+            dec = lambda s: s.decode() if isinstance(s, bytes) else str(s)  # noqa: E731
+            info["version"] = dec(pynvml.nvmlSystemGetDriverVersion())
+            cu = pynvml.nvmlSystemGetCudaDriverVersion()
+            info["cuda_driver"] = f"{cu // 1000}.{cu % 1000 // 10}"
+            info["source"] = "nvml"
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                gpus.append({
+                    "index": i, "name": dec(pynvml.nvmlDeviceGetName(h)),
+                    "memory_total_mib": pynvml.nvmlDeviceGetMemoryInfo(h).total // (1 << 20),
+                    "compute_capability": "%d.%d" % pynvml.nvmlDeviceGetCudaComputeCapability(h)})
+            return info, gpus
+        finally:
+            pynvml.nvmlShutdown()
+    except ImportError:
+        pass
+    except Exception as e:  # NVML present but no driver / no GPU
+        nvml_error = f"NVML: {_err(e)}"
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        for fields in (_SMI_FIELDS, _SMI_FIELDS.rsplit(",", 1)[0]):  # old drivers lack compute_cap
+            try:
+                out = subprocess.run([smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=15)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                info["error"] = f"nvidia-smi: {_err(e)}"
+                return info, gpus
+            if out.returncode == 0:
+                info["version"], gpus = parse_nvidia_smi(out.stdout)
+                info["source"] = "nvidia-smi"
+                return info, gpus
+        info["error"] = f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:200]}"
+        return info, gpus
+    info["error"] = f"no NVIDIA driver ({nvml_error}; nvidia-smi not on PATH)"
+    return info, gpus
+
+
+def probe_torch() -> dict[str, Any]:
+    t: dict[str, Any] = {"version": None, "cuda": None, "cuda_available": False, "cudnn": None,
+                         "gpus": [], "error": None}
+    try:
+        import torch
+    except ImportError:
+        t["error"] = "torch not installed: pip install 'fusionrt[torch]'"
+        return t
+    except Exception as e:
+        t["error"] = _err(e)
+        return t
+    t["version"], t["cuda"] = library_version("torch"), torch.version.cuda
+    try:
+        t["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        t["cuda_available"] = bool(torch.cuda.is_available())
+        for i in range(torch.cuda.device_count() if t["cuda_available"] else 0):
+            p = torch.cuda.get_device_properties(i)
+            t["gpus"].append({"index": i, "name": p.name,
+                              "memory_total_mib": p.total_memory // (1 << 20),
+                              "compute_capability": f"{p.major}.{p.minor}"})
+    except Exception as e:  # a broken driver surfaces here, not at import
+        t["error"] = _err(e)
+    return t
+
+
+def _library_loadable(name: str) -> bool:
+    try:
+        ctypes.CDLL(name)
+        return True
+    except OSError:
+        return False
+
+
+def probe_provider(ort: Any, provider: str, cuda: str | None) -> dict[str, Any]:
+    """Whether ``provider`` is really enabled on a tiny session (ORT silently falls back to the
+    CPU when a provider's libraries are missing, and lists the TensorRT EP even then)."""
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        fallback = [] if provider == "CPUExecutionProvider" else ["CPUExecutionProvider"]
+        sess = ort.InferenceSession(PROBE_MODEL, so, providers=[provider, *fallback])
+        if provider in sess.get_providers():
+            return {"usable": True, "reason": ""}
+        why = "listed but not enabled on a test session"
+    except Exception as e:
+        why = f"listed but a test session failed ({_err(e)[:200]})"
+    if provider == "TensorrtExecutionProvider" and not _library_loadable(NVINFER):
+        why = f"TensorRT EP listed but {NVINFER} not found: {tensorrt_pip_hint(cuda)}"
+    elif provider == "CUDAExecutionProvider":
+        why += ("; needs an NVIDIA GPU and CUDA 12 + cuDNN 9 libraries: "
+                "pip install 'onnxruntime-gpu[cuda,cudnn]'")
+    return {"usable": False, "reason": why}
+
+
+def probe_onnxruntime(cuda: str | None) -> dict[str, Any]:
+    o: dict[str, Any] = {"version": None, "providers": [], "provider_status": {}, "error": None}
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        o["error"] = f"onnxruntime not importable ({_err(e)}): pip install onnxruntime"
+        return o
+    o["version"] = library_version("onnxruntime")
+    o["providers"] = list(ort.get_available_providers())
+    skip = {"CPUExecutionProvider", "AzureExecutionProvider"}  # always on / not a device
+    try:
+        ort.set_default_logger_severity(4)  # our findings replace ORT's fallback errors
+        for p in o["providers"]:
+            if p not in skip:
+                o["provider_status"][p] = probe_provider(ort, p, cuda)
+    finally:
+        ort.set_default_logger_severity(2)  # ORT's default (warning)
+    return o
+
+
+def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
+    try:
+        import tensorrt  # noqa: F401
+        return {"version": library_version("tensorrt"), "error": None}
+    except ImportError:
+        return {"version": None, "error": f"not installed: {tensorrt_pip_hint(cuda)}"}
+    except Exception as e:
+        return {"version": None, "error": f"import failed ({_err(e)}): {tensorrt_pip_hint(cuda)}"}
+
+
+def probe_cupy() -> str | None:
+    try:
+        import cupy
+        return (f"cupy {library_version('cupy')} "
+                f"(CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()})")
+    except Exception:  # absent or without a usable CUDA: not needed by fusionrt
+        return None

@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 CHUNK = 1 << 20  # model files are hundreds of MB: hash them in 1 MiB blocks
@@ -72,3 +74,34 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# The project's own temp names: ``.<name>.<random>.tmp`` (atomic writes, the store, the engine
+# cache) and ``.<stem>.<hex8>.part<suffix>`` (video outputs). ``models/<name>.onnx.part`` is a
+# resumable download and is not one of them.
+_TEMP_NAMES = re.compile(r"^\..+\.(tmp|[0-9a-f]{8}\.part(\.[^./]+)?)$")
+STALE_AFTER_S = 3600.0
+
+
+def sweep_stale_temps(folder: Path, older_than_s: float = STALE_AFTER_S,
+                      recursive: bool = False) -> list[Path]:
+    """Delete this project's temp files in ``folder`` left by a killed run (untouched for
+    ``older_than_s``); returns what was deleted. Never raises."""
+    folder, gone = Path(folder), []
+    now = time.time()
+    try:
+        if not folder.is_dir():
+            return gone
+        files = folder.rglob(".*") if recursive else folder.glob(".*")
+        for f in files:
+            try:
+                if (_TEMP_NAMES.match(f.name) and f.is_file() and not f.is_symlink()
+                        and now - f.stat().st_mtime > older_than_s):
+                    f.unlink()
+                    gone.append(f)
+                    log.info("removed a stale temp file left by an interrupted run: %s", f)
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return gone

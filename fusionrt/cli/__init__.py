@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
+from pathlib import Path
 
 from ..errors import FusionError
 
@@ -60,6 +63,58 @@ def _unavailable(sub, module: str, err: ModuleNotFoundError) -> None:
         pass
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, raised in the main thread: the same clean shutdown as Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    raise _Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM/SIGHUP → ``_Terminated`` (a KeyboardInterrupt), so every ``finally`` and
+    ``except BaseException`` that removes a temp file runs; returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. nohup: keep ignoring it
+                continue
+            old[sig] = signal.signal(sig, _on_signal)
+        except (OSError, ValueError):
+            continue
+    return old
+
+
+def _sweep(args) -> None:
+    """Remove the project's own temp files that a killed earlier run left (older than an hour):
+    in the store, the engine cache, and next to this run's output."""
+    from .._fs import sweep_stale_temps
+    from ..runtime.home import fusionrt_home
+
+    home = fusionrt_home()
+    for sub in ("models", "synthetic", "engines"):
+        sweep_stale_temps(home / sub)
+    engines = home / "engines"
+    try:  # entries live one level down (engines/<engine>/); Inductor's own cache is not ours
+        subdirs = [d for d in engines.iterdir() if d.is_dir() and d.name != "inductor"]
+    except OSError:
+        subdirs = []
+    for d in subdirs:  # one level, not a walk: the CLI starts fast with a large cache
+        sweep_stale_temps(d)
+    out = getattr(args, "output", None)
+    if isinstance(out, (str, Path)) and str(out):
+        sweep_stale_temps(Path(out).parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,11 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    old = _install_signal_handlers()
     try:
+        _sweep(args)
         return int(args.func(args) or 0)
     except FusionError as e:
         print(f"fusionrt: error: {e}", file=sys.stderr)
         return e.exit_code
+    except _Terminated as e:
+        print(f"fusionrt: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("fusionrt: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in old.items():
+            try:
+                signal.signal(sig, handler)
+            except (OSError, ValueError, TypeError):
+                pass

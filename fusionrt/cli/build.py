@@ -52,6 +52,10 @@ def register(subparsers) -> None:
                    "Markdown) beside the artifact")
     p.add_argument("--allow-synthetic", action="store_true",
                    help="use random-weight models when the real ones are not installed")
+    p.add_argument("--require-id", action="store_true",
+                   help="swap models: refuse unless the identity cosine is measured (needs the "
+                   "FP32 ArcFace: fusionrt models pull arcface_w600k_r50); without it a missing "
+                   "ArcFace leaves the figure 'not measured' and PSNR/SSIM decide")
     p.add_argument("--out", type=Path, help="artifact path (default: beside the FP32 file)")
     p.set_defaults(func=cmd_build)
 
@@ -117,7 +121,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     res = build_artifact(args.model, args.precision, calibration=args.calibration,
                          engine=args.engine, method=args.method,
                          allow_synthetic=args.allow_synthetic, out=args.out, report=args.report,
-                         activations=args.activations)
+                         activations=args.activations, require_id=args.require_id)
     if res.report is not None:
         print(f"{res.artifact}  {res.precision} passed the quality gate: {res.report.summary()}")
         if res.report.synthetic:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .._fs import CHUNK, atomic_write_bytes, read_json_state, sha256_file, unlink_quietly
 from ..errors import InputError, ModelError
-from ..runtime.home import fusionrt_home
+from ..runtime.home import fusionrt_home, writable_folder
 from .spec import Artifact, ModelSpec, TensorSpec
 from .zoo import ZOO, get_spec
 
@@ -298,6 +298,7 @@ class ModelStore:
                 log.info("%s is already installed: %s", name, dest)
                 return dest
             log.warning("%s: the installed file has a wrong sha256; downloading it again", name)
+        writable_folder(dest.parent, self.home)
         part = dest.with_name(dest.name + ".part")
         log.info("downloading %s from %s", name, src)
         download(src, part, spec.size, progress, label=name)
@@ -333,6 +334,7 @@ class ModelStore:
         if expected is None:
             _log_trusted(spec, got)
         dest = self.real_path(name)
+        writable_folder(dest.parent, self.home)
         atomic_copy(src, dest)
         self._record(name, got, trusted=expected is None, origin=str(src.resolve()))
         log.info("installed %s (sha256 %s)", dest, got)

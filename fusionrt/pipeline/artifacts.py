@@ -240,9 +240,12 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
                    engine: str = REFERENCE_ENGINE, method: str = "entropy",
                    allow_synthetic: bool = False,
                    out: Path | None = None, report: bool = False,
-                   activations: str = "auto") -> BuildResult:
-    """Make and gate one reduced-precision artifact (library form of ``fusionrt build``)."""
-    from ..builders.gate import evaluate, refusal
+                   activations: str = "auto", require_id: bool = False) -> BuildResult:
+    """Make and gate one reduced-precision artifact (library form of ``fusionrt build``).
+
+    Without an FP32 ArcFace a swap model's identity cosine is not measured and the gate decides
+    on PSNR/SSIM; ``require_id`` refuses instead (before converting anything)."""
+    from ..builders.gate import ID_NOT_MEASURED, evaluate, refusal
     spec = get_spec(model)
     art = ModelStore().resolve(model, allow_synthetic=allow_synthetic)
     fp32 = Path(art.onnx_path)
@@ -254,6 +257,9 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
                          f"with: fusionrt calibrate {spec.name} --images DIR")
     out = Path(out) if out else fp32.with_name(f"{fp32.stem}.{precision}.onnx")
     inputs = gate_inputs(spec, allow_synthetic)
+    if require_id and spec.task == "swap" and inputs.get("id_embed") is None:
+        raise ModelError(f"model '{spec.name}' | --require-id: the identity cosine cannot be "
+                         f"measured: {ID_NOT_MEASURED}")
     cls = get_engine(engine)
     casts = len(cls.precisions) > 1  # casts the FP32 module itself (torch): no graph to convert
     if casts and precision not in cls.precisions:
@@ -274,7 +280,7 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
     as_is = not casts and cls.needs(Artifact(spec, out), EngineConfig()) is None
     gate_on = engine if as_is else REFERENCE_ENGINE
     rep = evaluate(spec, fp32, out, precision, held, engine=gate_on, synthetic=art.synthetic,
-                   candidate_runner=cand_runner, **inputs)
+                   candidate_runner=cand_runner, require_id=require_id, **inputs)
     rep.notes[:0] = notes
     rep.details = details
     stem = out.with_suffix("") if not casts else fp32.with_name(f"{fp32.stem}.torch-fp16")

@@ -63,6 +63,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_json_logging
 
     settings = settings_from_args(args)
+    from ..runtime.home import fusionrt_home, writable_folder
+    # jobs are written under here: an unusable FUSIONRT_HOME is one line, not a startup crash
+    writable_folder(Path(settings.jobs_dir) if settings.jobs_dir
+                    else fusionrt_home() / "serve" / "jobs")
     if args.log_format == "json":
         configure_json_logging(logging.DEBUG if args.verbose else logging.INFO)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:

@@ -91,6 +91,40 @@ def _truncated(path: str | os.PathLike, promised: int, packets: int) -> InputErr
     return None
 
 
+def _duration_tag(stream: Any) -> float | None:
+    """A Matroska/WebM track's DURATION tag ("HH:MM:SS.nnnnnnnnn": the track's end time), in s."""
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    try:
+        h, m, sec = str(tag).split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except (ValueError, TypeError):
+        return None
+
+
+def _cut_short(path: str | os.PathLike, container: Any, stream: Any, fps: Fraction,
+               first_pts: int | None, last_pts: int | None) -> InputError | None:
+    """The error for a file without a frame count (Matroska, WebM) whose video ends well before
+    the duration its header promises (a cut-off file): the track's DURATION tag (its end time),
+    else the stream's duration, else the container's (both from the start)."""
+    if stream.frames or last_pts is None or not stream.time_base:
+        return None  # counted files are checked by _truncated
+    tb, frame_s = float(stream.time_base), 1 / float(fps)
+    end = last_pts * tb + frame_s
+    if (expected := _duration_tag(stream)) is None:
+        start = (first_pts or 0) * tb
+        end -= start
+        if stream.duration:
+            expected = float(stream.duration * stream.time_base)
+        elif container.duration:
+            expected = container.duration / av.time_base
+        else:
+            return None
+    if expected - end > max(3 * frame_s, 0.1, 0.02 * expected):
+        return InputError(f"video '{path}' | ends at {end:.2f} s of {expected:.2f} s; "
+                          "expected an intact (not truncated) video")
+    return None
+
+
 def demux_decode(inp: Any, v_in: Any, a_in: Any, fps: Fraction, src: str | os.PathLike,
                  convert: Callable[[Any], Any] | None = None
                  ) -> Iterator[tuple[str, Any, int | None]]:
@@ -103,11 +137,15 @@ def demux_decode(inp: Any, v_in: Any, a_in: Any, fps: Fraction, src: str | os.Pa
             before the frames its index promises.
     """
     n = packets = 0
+    first_pts = last_pts = None  # of video packets, for files without a frame count
     streams = [v_in] + ([a_in] if a_in is not None else [])
     try:
         for packet in inp.demux(streams):
             if packet.stream is v_in:
                 packets += packet.size > 0
+                if packet.size and packet.pts is not None:
+                    first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                    last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
                 for frame in packet.decode():
                     pts = frame.pts if frame.pts is not None else round(n / (fps * v_in.time_base))
                     yield "v", convert(frame) if convert else frame, pts
@@ -118,6 +156,8 @@ def demux_decode(inp: Any, v_in: Any, a_in: Any, fps: Fraction, src: str | os.Pa
         raise InputError(f"video '{src}' | decode failed after {n} frames ({why(e)}); "
                          "expected an intact video") from None
     if (err := _truncated(src, v_in.frames, packets)) is not None:
+        raise err
+    if (err := _cut_short(src, inp, v_in, fps, first_pts, last_pts)) is not None:
         raise err
 
 
@@ -174,13 +214,21 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
     stream.codec_context.thread_type = "AUTO"
     promised = stream.frames
     n = packets = 0
+    first_pts = last_pts = None
     try:
         for packet in container.demux(stream):
             packets += packet.size > 0
+            if packet.size and packet.pts is not None:
+                first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
             for frame in packet.decode():
                 n += 1
                 yield to_bgr(frame)
         if (err := _truncated(path, promised, packets)) is not None:
+            raise err
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if rate and (err := _cut_short(path, container, stream, Fraction(rate),
+                                       first_pts, last_pts)) is not None:
             raise err
     except FFmpegError as e:
         raise InputError(f"video '{path}' | decode failed after {n} frames ({why(e)}); "

@@ -274,14 +274,14 @@ def _run(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fmt: st
         decoder.start()
         frames, faces = run_batches(source(), stage, sink.put, batch=cfg.batch,
                                     queue_batches=cfg.queue_batches, stop=stop, failure=failure,
-                                    waits=waits, on_frames=bar.update if bar else None)
+                                    waits=waits, on_frames=bar.update if bar is not None else None)
         sink.finish()
     except BaseException as e:  # noqa: BLE001 - recorded, then raised below as the first error
         failure(e)
     finally:
         join_all([decoder, *sink.threads], stop)
         sys.setswitchinterval(interval)
-        if bar:
+        if bar is not None:  # tqdm without a total (Matroska) has no truth value
             bar.close()
     if failure.error is not None:
         close_quietly(out)

@@ -101,7 +101,7 @@ class BenchConfig:
 def engine_device(cls: Any, requested: str) -> str:
     """The device a row runs on: the requested one if the engine supports it, else the
     engine's own (ort-cpu stays on the CPU in a CUDA run, ort-cuda needs CUDA in a CPU run)."""
-    return requested if requested.split(":")[0] in cls.devices else cls.devices[0]
+    return requested if cls.runs_on(requested) else cls.devices[0]
 
 
 def cuda_reason() -> str | None:

@@ -102,8 +102,7 @@ def run_pipeline_group(r: "BenchRunner", g) -> None:
         ok, why = cls.available()
         if not ok:
             raise Unavailable(f"not available on this machine: {why}")
-        wanted = cfg.device
-        device = wanted if (wanted.split(":")[0] in cls.devices) else cls.devices[0]
+        device = engine_device(cls, cfg.device)
         if device.startswith("cuda") and (why := cuda_reason()):
             raise Unavailable(why)
         frame, source = _images(cfg)

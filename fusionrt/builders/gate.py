@@ -186,7 +186,7 @@ def _graph_engine(name: str, device: str) -> bool:
         cls = get_engine(name)
     except EngineError:
         return False
-    return device in cls.devices and tuple(cls.precisions) == ("fp32",)
+    return cls.runs_on(device) and tuple(cls.precisions) == ("fp32",)
 
 
 def _cpu_graph_engine(name: str) -> bool:

@@ -99,6 +99,11 @@ class Engine(ABC):
 
     # -- availability --------------------------------------------------------
     @classmethod
+    def runs_on(cls, device: str) -> bool:
+        """Can this engine run on ``device`` ("cpu", "cuda", "cuda:1")?"""
+        return any(device == d or device.startswith(d + ":") for d in cls.devices)
+
+    @classmethod
     def available(cls) -> tuple[bool, str]:
         """(usable here, reason and fix if not). Must not raise."""
         return True, ""

@@ -191,10 +191,6 @@ def _cuda_devices() -> tuple[int, str]:
                                "neither torch nor onnxruntime sees a CUDA GPU")
 
 
-def _runs_on(cls: type, device: str) -> bool:
-    return any(device == d or device.startswith(d + ":") for d in cls.devices)
-
-
 def _usable(name: str, artifact: Artifact) -> tuple[bool, str]:
     try:
         cls = get_engine(name)
@@ -297,7 +293,7 @@ def _measurable(name: str, kind: str) -> bool:
     """Engines ``auto`` times on this device kind: available, able to run there, and on the CPU
     none that compiles (torch.compile costs minutes there, more than a short job saves)."""
     cls = get_engine(name)
-    if not cls.available()[0] or not _runs_on(cls, "cuda" if kind == "cuda" else "cpu"):
+    if not cls.available()[0] or not cls.runs_on("cuda" if kind == "cuda" else "cpu"):
         return False
     return kind == "cuda" or not cls.compiles
 
@@ -317,8 +313,8 @@ def _default_engine(stage: str, artifact: Artifact, kind: str) -> tuple[str, str
 def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,
            s: PipelineConfig) -> StagePlan:
     cls = get_engine(engine)
-    if not _runs_on(cls, device):
-        can = [n for n in engine_names() if _runs_on(get_engine(n), device)]
+    if not cls.runs_on(device):
+        can = [n for n in engine_names() if get_engine(n).runs_on(device)]
         raise EngineError(f"engine '{engine}' | runs on {', '.join(cls.devices)}; --device "
                           f"{device} needs one of: {', '.join(can)} (or --engine default)")
     cuda = device_kind(device) == "cuda"

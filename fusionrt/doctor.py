@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from .runtime.machine import library_version
-from .runtime.probes import (_err, probe_cupy, probe_driver, probe_onnxruntime, probe_tensorrt,
+from .runtime.probes import (error_text, probe_cupy, probe_driver, probe_onnxruntime, probe_tensorrt,
                              probe_torch)
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def probe_engines() -> dict[str, dict[str, Any]]:
         try:
             ok, why = registry.get_engine(name).available()
         except Exception as e:  # EngineError for an absent module, anything else for a bug
-            ok, why = False, str(e) if type(e).__name__ == "EngineError" else _err(e)
+            ok, why = False, str(e) if type(e).__name__ == "EngineError" else error_text(e)
         out[name] = {"usable": bool(ok), "reason": why}
     return out
 

@@ -24,7 +24,7 @@ NVINFER = "libnvinfer.so.10"
 _SMI_FIELDS = "index,name,driver_version,memory.total,compute_cap"
 
 
-def _err(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
@@ -78,7 +78,7 @@ def probe_driver() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     except ImportError:
         pass
     except Exception as e:  # NVML present but no driver / no GPU
-        nvml_error = f"NVML: {_err(e)}"
+        nvml_error = f"NVML: {error_text(e)}"
     smi = shutil.which("nvidia-smi")
     if smi:
         for fields in (_SMI_FIELDS, _SMI_FIELDS.rsplit(",", 1)[0]):  # old drivers lack compute_cap
@@ -86,7 +86,7 @@ def probe_driver() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 out = subprocess.run([smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
                                      capture_output=True, text=True, timeout=15)
             except (OSError, subprocess.TimeoutExpired) as e:
-                info["error"] = f"nvidia-smi: {_err(e)}"
+                info["error"] = f"nvidia-smi: {error_text(e)}"
                 return info, gpus
             if out.returncode == 0:
                 info["version"], gpus = parse_nvidia_smi(out.stdout)
@@ -107,7 +107,7 @@ def probe_torch() -> dict[str, Any]:
         t["error"] = "torch not installed: pip install 'fusionrt[torch]'"
         return t
     except Exception as e:
-        t["error"] = _err(e)
+        t["error"] = error_text(e)
         return t
     t["version"], t["cuda"] = library_version("torch"), torch.version.cuda
     try:
@@ -119,7 +119,7 @@ def probe_torch() -> dict[str, Any]:
                               "memory_total_mib": p.total_memory // (1 << 20),
                               "compute_capability": f"{p.major}.{p.minor}"})
     except Exception as e:  # a broken driver surfaces here, not at import
-        t["error"] = _err(e)
+        t["error"] = error_text(e)
     return t
 
 
@@ -143,7 +143,7 @@ def probe_provider(ort: Any, provider: str, cuda: str | None) -> dict[str, Any]:
             return {"usable": True, "reason": ""}
         why = "listed but not enabled on a test session"
     except Exception as e:
-        why = f"listed but a test session failed ({_err(e)[:200]})"
+        why = f"listed but a test session failed ({error_text(e)[:200]})"
     if provider == "TensorrtExecutionProvider" and not _library_loadable(NVINFER):
         why = f"TensorRT EP listed but {NVINFER} not found: {tensorrt_pip_hint(cuda)}"
     elif provider == "CUDAExecutionProvider":
@@ -157,7 +157,7 @@ def probe_onnxruntime(cuda: str | None) -> dict[str, Any]:
     try:
         import onnxruntime as ort
     except Exception as e:
-        o["error"] = f"onnxruntime not importable ({_err(e)}): pip install onnxruntime"
+        o["error"] = f"onnxruntime not importable ({error_text(e)}): pip install onnxruntime"
         return o
     o["version"] = library_version("onnxruntime")
     o["providers"] = list(ort.get_available_providers())
@@ -179,7 +179,7 @@ def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
     except ImportError:
         return {"version": None, "error": f"not installed: {tensorrt_pip_hint(cuda)}"}
     except Exception as e:
-        return {"version": None, "error": f"import failed ({_err(e)}): {tensorrt_pip_hint(cuda)}"}
+        return {"version": None, "error": f"import failed ({error_text(e)}): {tensorrt_pip_hint(cuda)}"}
 
 
 def probe_cupy() -> str | None:

@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from .runtime.machine import library_version
-from .runtime.probes import (error_text, probe_cupy, probe_driver, probe_onnxruntime, probe_tensorrt,
-                             probe_torch)
+from .runtime.probes import (error_text, probe_cupy, probe_driver, probe_onnxruntime,
+                             probe_tensorrt, probe_torch)
 
 log = logging.getLogger(__name__)
 

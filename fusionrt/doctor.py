@@ -1,5 +1,5 @@
-"""``fusionrt doctor``: what this machine has (driver, CUDA, cuDNN, TensorRT, ONNX Runtime, torch,
-GPUs) and which engines are usable, each with the exact reason and fix when not.
+"""``fusionrt doctor``: what this machine has (driver, CUDA, cuDNN, TensorRT, TensorRT-RTX, ONNX
+Runtime, torch, GPUs) and which engines are usable, each with the exact reason and fix when not.
 
 Every probe is optional and never raises: a missing piece is a finding, not a crash. ``--json``
 prints one object whose keys are always present (``None`` where something is absent), so
@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from .runtime.machine import library_version
-from .runtime.probes import (error_text, probe_cupy, probe_driver, probe_onnxruntime,
-                             probe_tensorrt, probe_torch)
+from .runtime.probes import (ORT_FOR_TENSORRT, error_text, probe_cupy, probe_driver, probe_onnxruntime,
+                             probe_tensorrt, probe_tensorrt_rtx, probe_torch)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,20 @@ def probe_engines() -> dict[str, dict[str, Any]]:
             ok, why = False, str(e) if type(e).__name__ == "EngineError" else error_text(e)
         out[name] = {"usable": bool(ok), "reason": why}
     return out
+
+
+def tensorrt_rtx_report(gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """TensorRT-RTX's version and build targets, and for each GPU here whether its plans run
+    there (the engine's supported list)."""
+    from .engines.tensorrt_rtx import cc_reason
+    r = probe_tensorrt_rtx()
+    r["gpus"] = []
+    for g in gpus:
+        cc = g.get("compute_capability")
+        why = cc_reason(cc, g.get("name"), g.get("index", 0)) if cc else "compute capability unknown"
+        r["gpus"].append({"index": g.get("index"), "name": g.get("name"),
+                          "compute_capability": cc, "runs": not why, "reason": why})
+    return r
 
 
 def collect() -> dict[str, Any]:
@@ -53,6 +67,7 @@ def collect() -> dict[str, Any]:
         "cuda": {"torch": cuda, "cupy": probe_cupy()},
         "cudnn": {"version": torch_info["cudnn"]},
         "tensorrt": probe_tensorrt(cuda or driver.get("cuda_driver")),
+        "tensorrt_rtx": tensorrt_rtx_report(gpus),
         "onnxruntime": probe_onnxruntime(cuda),
         "torch": {k: torch_info[k] for k in ("version", "cuda", "cuda_available", "error")},
         "engines": probe_engines(),
@@ -74,7 +89,12 @@ def format_text(r: dict[str, Any]) -> str:
             ("NVIDIA driver", driver), ("GPUs", gpus),
             ("CUDA runtime", f"torch: {r['cuda']['torch']}; cupy: {r['cuda']['cupy'] or 'absent'}"),
             ("cuDNN", r["cudnn"]["version"] or "absent"),
-            ("TensorRT", tr["version"] or tr["error"]),
+            ("TensorRT", f"{tr['version']} (TensorRT {tr['major']}; its ONNX Runtime EP needs "
+                         f"{tr['ort_ep_needs']})" if tr["version"] else
+             f"{tr['error']} (ONNX Runtime's TensorRT EP needs " + ", ".join(
+                 f"onnxruntime-gpu >= {v} for TensorRT {k}" for k, v in ORT_FOR_TENSORRT.items())
+             + ")"),
+            ("TensorRT-RTX", _rtx_line(r["tensorrt_rtx"])),
             ("ONNX Runtime", f"{o['version']}; providers: {', '.join(o['providers'])}"
              if o["version"] else o["error"]),
             ("torch", torch_line)]
@@ -85,6 +105,14 @@ def format_text(r: dict[str, Any]) -> str:
     for name, e in r["engines"].items():
         lines.append(f"  {name:<14}{'ok' if e['usable'] else 'no  ' + e['reason']}")
     return "\n".join(lines)
+
+
+def _rtx_line(x: dict[str, Any]) -> str:
+    if not x["version"]:
+        return x["error"]
+    runs = "; ".join(f"GPU {g['index']} runs them" if g["runs"] else g["reason"]
+                     for g in x["gpus"]) or "no GPU here to run them (building needs none)"
+    return f"{x['version']}; builds {', '.join(x['build_archs'])}; {runs}"
 
 
 def run_doctor(args: argparse.Namespace) -> int:

@@ -319,3 +319,67 @@ def test_gpu_path_needs_a_neural_swapper(tmp_path, clips):
                               str(tmp_path / "o"), "--swapper", "classic", "--path", "gpu"])
     with pytest.raises(InputError, match="--path gpu"):
         args.func(args)
+
+
+# -- issue 16 item 6: an unusable FUSIONRT_HOME ---------------------------------------------------
+# A batch job writes nothing into the home (the built-in detector is read from a private copy,
+# caches are skipped when they cannot be written), so it runs read-only: exit 0, no traceback,
+# nothing created where the home should be.
+
+def _small_inputs(root: Path) -> Path:
+    d = root / "in"
+    _make_video(d / "clip.mp4", 0.5, audio=False)
+    shutil.copy(ROOT / "examples" / "astronaut.png", d / "photo.png")
+    return d
+
+
+def _batch_argv(inputs: Path, out: Path) -> list[str]:
+    return ["batch", "-s", str(SOURCE), "-i", str(inputs), "-o", str(out), "--workers", "1",
+            "--swapper", "classic", "--det-size", "320", "--no-progress"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["file", "under_file"])
+def test_batch_with_unusable_home_runs_read_only(ray_cluster, tmp_path, monkeypatch, capsys,
+                                                 kind):
+    from fusionrt.cli import main
+    f = tmp_path / "home_is_a_file"
+    f.write_text("x")
+    monkeypatch.setenv("FUSIONRT_HOME", str(f if kind == "file" else f / "sub"))
+    inputs, out = _small_inputs(tmp_path), tmp_path / "out"
+    rc = main(_batch_argv(inputs, out))
+    stdout, err = capsys.readouterr()
+    assert rc == 0, stdout + err
+    assert "Traceback" not in err and "done 2, skipped 0, failed 0" in stdout
+    assert (out / "clip.mp4").is_file() and (out / "photo.png").is_file()
+    assert f.read_text() == "x"  # the file in the home's place is untouched
+
+
+@pytest.mark.slow
+def test_batch_with_read_only_home_runs_read_only(tmp_path):
+    """A real read-only folder: as root (which ignores permissions) the command runs without
+    CAP_DAC_OVERRIDE, through setpriv; it starts its own Ray cluster."""
+    pytest.importorskip("ray")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            pytest.skip("root ignores read-only folders and setpriv (to drop that) is missing")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    import subprocess
+    home = tmp_path / "ro"
+    home.mkdir()
+    home.chmod(0o500)
+    inputs, out = _small_inputs(tmp_path), tmp_path / "out"
+    env = {**os.environ, "FUSIONRT_HOME": str(home / "sub"), "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-m", "fusionrt.cli",
+                            *_batch_argv(inputs, out), "--num-cpus", "1"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        home.chmod(0o700)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "failed 0" in r.stdout
+    assert (out / "clip.mp4").is_file() and not (home / "sub").exists()

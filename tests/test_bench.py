@@ -111,7 +111,7 @@ def test_speedups_from_fixed_durations(stub_doc):
         assert torch_row["fps"] == pytest.approx(batch * 100.0)
         assert cuda["fps"] == pytest.approx(batch * 200.0)
     md = to_markdown(doc)
-    assert "| ort-cuda / fp32 † | 2 | 5.00 | 5.00 | 5.00 | 5.00 | — | 400.0 | 2.00× | 1.00× |" in md
+    assert "| ort-cuda / fp32 (plain) † ★ | 2 | 5.00 | 5.00 | 5.00 | 5.00 | — | 400.0 | 2.00× | 1.00× |" in md
 
 
 def test_speedup_missing_or_failed_baseline_is_none():

@@ -14,7 +14,7 @@ from fusionrt.cli import main
 from fusionrt.engines import registry
 
 TOP_KEYS = {"schema", "fusionrt", "os", "python", "driver", "gpus", "cuda", "cudnn", "tensorrt",
-            "onnxruntime", "torch", "engines"}
+            "tensorrt_rtx", "onnxruntime", "torch", "engines"}
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,8 @@ def test_json_has_stable_keys(report_json):
     assert set(r) == TOP_KEYS and r["schema"] == doctor.SCHEMA_VERSION
     assert set(r["driver"]) == {"version", "cuda_driver", "source", "error"}
     assert set(r["cuda"]) == {"torch", "cupy"}
-    assert set(r["tensorrt"]) == {"version", "error"}
+    assert set(r["tensorrt"]) == {"version", "major", "ort_ep_needs", "error"}
+    assert set(r["tensorrt_rtx"]) == {"version", "build_archs", "gpus", "error"}
     assert set(r["onnxruntime"]) == {"version", "providers", "provider_status", "error"}
     assert set(r["torch"]) == {"version", "cuda", "cuda_available", "error"}
     assert isinstance(r["gpus"], list)

@@ -103,8 +103,9 @@ def test_cuda_without_a_gpu_from_the_cli(synthetic_home, monkeypatch, tmp_path, 
     from fusionrt.cli import main
     monkeypatch.setattr(planmod, "_cuda_devices", lambda: (0, "torch sees 0 CUDA GPU(s)"))
     tgt = grace_path if target.endswith(".jpg") else tmp_path / target
-    if not tgt.exists():
-        tgt.write_bytes(b"")  # never opened: the plan fails first
+    if not tgt.exists():  # a real clip: its header is checked (pixel budget) before the plan
+        from videos import make_test_video  # tests/videos.py
+        make_test_video(tgt, 0.2, 10, (64, 48), audio=False)
     out = tmp_path / ("o" + tgt.suffix)
     rc = main(["swap", "-s", str(astronaut_path), "-t", str(tgt), "-o", str(out),
                "--device", "cuda"])

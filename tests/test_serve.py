@@ -127,7 +127,10 @@ def test_swap_matches_the_pipeline_exactly(client, files, astronaut, grace):
 def test_identity_swap_equals_source_swap_and_jpeg(client, files, identity):
     by_source = _decode(_swap(client, files["target"], files["source"]).content)
     r = _swap(client, files["target"], identity_id=identity)
-    assert r.status_code == 200 and np.array_equal(_decode(r.content), by_source)
+    # the identity keeps a crop of the face, not the photo: the alignment solved on shifted
+    # landmarks rounds differently on a handful of pixels (measured: 5 pixels, at most 3 LSB)
+    diff = np.abs(_decode(r.content).astype(int) - by_source.astype(int))
+    assert r.status_code == 200 and diff.max() <= 4 and (diff > 0).mean() < 1e-3
     r = _swap(client, files["target"], identity_id=identity, format="jpeg")
     assert r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
 
@@ -259,8 +262,9 @@ def test_video_job_runs_and_result_is_a_video(client, clip, identity, tmp_path):
     info = probe(out)
     assert (info.width, info.height, info.frames) == (320, 240, 8)
     folder = client.app.state.jobs.dir / j["id"]
-    assert sorted(p.name for p in folder.iterdir()) == ["job.json", "result.mp4"]  # no temp left
-    assert json.loads((folder / "job.json").read_text())["state"] == "succeeded"
+    assert sorted(p.name for p in folder.iterdir()) == ["result.mp4"]  # no input or temp left
+    row = next(r for r in client.app.state.jobs.store.rows() if r["id"] == j["id"])
+    assert row["state"] == "succeeded" and row["frames_done"] == 8  # state is in SQLite
 
 
 def test_job_with_unknown_identity_is_404(client, clip):
@@ -360,7 +364,7 @@ def test_reload_with_bad_json_is_400(client):
 
 def test_reload_with_unknown_field_is_422(client):
     _error(client.post("/admin/reload", json={"color": 1}, headers=AUTH), 422,
-           "unknown fields ['color']")
+           "reload | color: unknown field; expected fields: swapper, engine")
 
 
 def test_reload_while_reloading_is_409(client):

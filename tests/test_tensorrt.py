@@ -271,6 +271,7 @@ class _FakeTrt:
         class Network:
             inputs: list[str] = []
             num_inputs = property(lambda self: len(self.inputs))
+            num_layers = 4
             def get_input(self, i): return type("T", (), {"name": self.inputs[i]})
 
         class OnnxParser:
@@ -323,7 +324,7 @@ def fake_trt(monkeypatch):
     from fusionrt.builders import trt_builder
     fake = _FakeTrt()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(trt_builder, "_LOGGER", None)
+    monkeypatch.setattr(trt_builder, "_LOGGERS", {})
     return fake
 
 

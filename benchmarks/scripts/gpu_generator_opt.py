@@ -95,6 +95,14 @@ STEPS = [
     ("torch-compile's default rewrite (auto: 25's set at bs1, 21's at bs16)", "torch-compile",
      "fp16", {"mode": "max-autotune-no-cudagraphs", "channels_last": True, "cuda_graph": True},
      "fp32"),
+    # Issue 20: which defaults the engines should have (compile cost vs speed; ORT FP16 at bs1).
+    ("step 28 in Inductor's default mode (no autotuning: shorter compile)", "torch-compile",
+     "fp16", {"mode": "default", "channels_last": True, "cuda_graph": True}, "fp32"),
+    ("ORT CUDA FP16 graph + prefer_nhwc", "ort-cuda", "fp16", {"prefer_nhwc": True}, "fp16"),
+    ("ORT CUDA FP16 graph + prefer_nhwc + CUDA graph", "ort-cuda", "fp16",
+     {"prefer_nhwc": True, "cuda_graph": True}, "fp16"),
+    ("ORT CUDA FP32 + CUDA graph", "ort-cuda", "fp32", {"cuda_graph": True}, "fp32"),
+    ("ORT CUDA FP32 + TF32", "ort-cuda", "fp32", {"tf32": True}, "fp32"),
 ]
 
 # Kernel families for the profile: which part of the GPU time goes where.
@@ -112,6 +120,33 @@ def fp16_artifact(art: Artifact, out_dir: Path) -> Artifact:
     if not path.is_file():
         convert_fp16(art.onnx_path, path)
     return Artifact(art.spec, path, None, synthetic=True)
+
+
+def step_feeds(art: Artifact, b: int) -> dict:
+    """The script's inputs for batch ``b``: seeded latents, a uniform random target."""
+    import torch
+    f = sample_feeds(art, b, seed=b)
+    f["target"] = np.random.default_rng(b).random(f["target"].shape, dtype=np.float32)
+    return {k: torch.from_numpy(v).cuda() for k, v in f.items()}
+
+
+def measure_step(engine: str, art: Artifact, prec: str, opts: dict, b: int, runs: int,
+                 timer, feeds: dict | None = None) -> dict:
+    """One step at batch ``b``: open with a b:b:b profile, 3 warm-up runs (compile, autotune,
+    graph capture), ``runs`` timed runs. Returns ms (summary), fps, load_s, the engine, out."""
+    import torch
+    feeds = feeds if feeds is not None else step_feeds(art, b)
+    cfg = EngineConfig(device="cuda", precision=prec, batch=BatchProfile(b, b, b), options=opts)
+    t0 = time.perf_counter()
+    eng = open_engine(engine, art, cfg)
+    for _ in range(3):  # warm-up: compile, autotune, graph capture
+        eng.run(feeds)
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - t0
+    timing, out = timer.measure(lambda: eng.run(feeds), runs, RowKey("swap", engine, prec, b))
+    s = summarize(timing.latency_ms)
+    return {"ms": s, "fps": b * 1000.0 / s["p50"], "load_s": round(load_s, 2), "engine": eng,
+            "out": out}
 
 
 def to_host(v):
@@ -148,12 +183,7 @@ def main() -> int:
                     (kv.split("=") for kv in a.batches_for.split(",") if kv)}
     prof_batches = [int(b) for b in a.profile_batches.split(",") if b] or [max(batches)]
     timer = CudaEventTimer("cuda")
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for b in batches:
-        f = sample_feeds(art32, b, seed=b)
-        f["target"] = rng.random(f["target"].shape, dtype=np.float32)
-        feeds[b] = {k: torch.from_numpy(v).cuda() for k, v in f.items()}
+    feeds = {b: step_feeds(art32, b) for b in batches}
     result = {"model": a.model, "synthetic": True, "gpu": torch.cuda.get_device_name(0),
               "torch": torch.__version__, "cuda": torch.version.cuda,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -175,21 +205,12 @@ def main() -> int:
                 art16 = fp16_artifact(art32, out_dir.parent / "_artifacts")
             art = art16 if kind == "fp16" else art32
             for b in step_batches.get(i, batches):
-                cfg = EngineConfig(device="cuda", precision=prec,
-                                   batch=BatchProfile(b, b, b), options=opts)
-                t0 = time.perf_counter()
-                eng = open_engine(engine, art, cfg)
-                for _ in range(3):  # warm-up: compile, autotune, graph capture
-                    out = eng.run(feeds[b])
-                torch.cuda.synchronize()
-                load_s = time.perf_counter() - t0
-                timing, out = timer.measure(lambda: eng.run(feeds[b]), a.runs,
-                                            RowKey("swap", engine, prec, b))
-                img = to_host(out["output"])
+                m = measure_step(engine, art, prec, opts, b, a.runs, timer, feeds[b])
+                eng = m["engine"]
+                img = to_host(m["out"]["output"])
                 if i == 1:
                     ref[b] = img
-                s = summarize(timing.latency_ms)
-                row[f"bs{b}"] = {"ms": s, "fps": b * 1000.0 / s["p50"], "load_s": round(load_s, 2),
+                row[f"bs{b}"] = {"ms": m["ms"], "fps": m["fps"], "load_s": m["load_s"],
                                  "psnr_vs_eager_fp32": parity.psnr(ref[b], img, 1.0)
                                  if b in ref else None,
                                  "max_mem_mb": torch.cuda.max_memory_allocated() / 2**20}

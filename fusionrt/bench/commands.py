@@ -37,6 +37,13 @@ def register(subparsers) -> None:
                     "batch 1 / 5 runs, rows capped at ~3 s, no row started after 90 s (about a "
                     "minute); cuda = every engine and precision, batches 1,4,16,32, 50 runs "
                     "capped at ~5 s per row, no budget.")
+    p.add_argument("--preset", choices=("seed", "full"),
+                   help="seed: the seed's table for SimSwap-256 and inswapper-128 (PyTorch FP32, "
+                        "ONNX Runtime GPU FP32, TensorRT FP32/FP16/INT8, fusionrt's engines) at "
+                        "batch 1 and 16, plus the end-to-end 1080p video rows against the "
+                        "FaceFusion-style loop — about 5 minutes on an H200; full: the whole "
+                        "matrix for --device, resumable (a rerun with the same --out skips "
+                        "finished rows)")
     p.add_argument("--engines", type=_csv(str), help=f"e.g. {','.join(engine_names())}")
     p.add_argument("--precisions", type=_csv(str), help="fp32,fp16,int8")
     p.add_argument("--batch", type=_csv(int), dest="batches", help="e.g. 1,4,16,32")
@@ -55,7 +62,10 @@ def register(subparsers) -> None:
                                                    "seconds, at least 3 runs (inf = no cap)")
     p.add_argument("--parity-items", type=int, default=2,
                    help="batch items compared with the FP32 reference (default 2)")
-    p.add_argument("--detect-size", type=int, default=640, help="detector input side (640)")
+    p.add_argument("--det-size", type=int, default=640, help="detector input side")
+    # the old spelling, kept working: one name across swap, batch, triton and bench
+    p.add_argument("--detect-size", type=int, dest="det_size", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--pipeline-swapper", default="inswapper_128",
                    help="generator of the whole-pipeline row (default inswapper_128)")
     p.add_argument("--frame", type=Path, default=DEFAULT_FRAME, help="pipeline target frame")
@@ -91,6 +101,40 @@ class _Writer:
             self.last_png = time.monotonic()
 
 
+def _clip_dir() -> Path | None:
+    """Generated video-row clips are kept under $FUSIONRT_HOME/bench/clips (a rerun reuses
+    them); None (a temporary folder) when the home is not writable."""
+    from ..runtime.home import fusionrt_home
+    try:
+        path = fusionrt_home() / "bench" / "clips"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except (OSError, InputError):
+        return None
+
+
+def _earlier_run(out: Path, config) -> dict | None:
+    """The result document already in ``out`` when it is the same matrix (``--preset full``
+    resumes it), else None. A corrupt or foreign file is not trusted: the run starts afresh."""
+    from .report import FILES, load
+    path = out / FILES["json"]
+    if not path.is_file():
+        return None
+    try:
+        doc = load(path)
+    except InputError as e:
+        log.warning("%s; starting afresh", e)
+        return None
+    same = all(doc["config"].get(k) == list(getattr(config, k)) for k in
+               ("engines", "precisions", "batches", "stages")) and \
+        doc["config"].get("device") == config.device
+    if not same:
+        log.warning("%s holds another matrix (engines, precisions, batches, stages or device "
+                    "differ); starting afresh", path)
+        return None
+    return doc
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .report import compare, load, write_all
     if args.compare:
@@ -104,14 +148,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--device | got '{args.device}'; expected cpu, cuda or cuda:N")
     config = with_defaults(
         BenchConfig(allow_synthetic=args.allow_synthetic, parity_items=args.parity_items,
-                    detect_size=args.detect_size, pipeline_swapper=args.pipeline_swapper,
+                    detect_size=args.det_size, pipeline_swapper=args.pipeline_swapper,
                     frame=args.frame, source=args.source),
+        preset=args.preset,
         device=args.device, engines=args.engines, precisions=args.precisions,
         batches=args.batches, stages=args.stages, runs=args.runs, warmup=args.warmup,
         budget_s=args.budget_s, max_row_s=args.max_row_s)
     out = args.out or default_out(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    runner = BenchRunner(config, on_row=_Writer(out), progress=not args.no_progress)
+    resume = _earlier_run(out, config) if config.preset == "full" else None
+    runner = BenchRunner(config, on_row=_Writer(out), progress=not args.no_progress,
+                         resume=resume, clip_dir=_clip_dir())
+    todo = sum(r["status"] == "pending" for g in runner.groups for r in g.rows)
+    print(f"{todo} rows to run" + (f" ({runner.resumed} kept from {out / 'bench.json'})"
+                                   if runner.resumed else "")
+          + f", estimated ~{max(1, round(runner.estimate_s() / 60))} min; results in {out}",
+          flush=True)
     doc = runner.run()
     paths = write_all(doc, out)
     counts: dict[str, int] = {}

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
+from ..pipeline.plan import SEED_TABLE_CELLS
 from ..errors import EngineError, InputError
-from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
+from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, MODEL_STAGES, STAGES
 
 
 def casts_precision(cls: Any) -> bool:
@@ -64,7 +65,7 @@ class BenchConfig:
     engines: tuple[str, ...] = CPU_DEFAULTS["engines"]
     precisions: tuple[str, ...] = ("fp32",)
     batches: tuple[int, ...] = (1,)
-    stages: tuple[str, ...] = tuple(STAGES)
+    stages: tuple[str, ...] = MODEL_STAGES + ("pipeline",)
     runs: int = 5
     warmup: int = 1
     device: str = "cpu"
@@ -79,6 +80,13 @@ class BenchConfig:
     source: Path = DEFAULT_SOURCE
     seed: int = 0
     command: str | None = None
+    # (engine, precision) pairs to run instead of engines x precisions (presets)
+    cells: tuple[tuple[str, str], ...] | None = None
+    preset: str | None = None
+    # the seed table's baselines (torch/fp32, ort-cuda/fp32) run plain, as a user's own script
+    # would; every other row runs the engine settings ``fusionrt swap`` uses for that batch
+    plain_baselines: bool = True
+    load_twice: bool = True  # cold load, close, warm load per group (load-time columns)
 
     def validate(self) -> "BenchConfig":
         bad = [s for s in self.stages if s not in STAGES]
@@ -95,7 +103,16 @@ class BenchConfig:
                              "(the first run holds lazy builds and compiles, so it is never timed)")
         if not self.engines:
             raise InputError("--engines | empty; expected at least one engine")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise InputError(f"--preset | unknown '{self.preset}'; expected one of: "
+                             f"{', '.join(PRESETS)}")
         return self
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (engine, precision) cells this run times, in order."""
+        if self.cells is not None:
+            return list(self.cells)
+        return [(e, p) for e in self.engines for p in self.precisions]
 
 
 def engine_device(cls: Any, requested: str) -> str:
@@ -152,8 +169,40 @@ def load_note(cls: Any) -> str:
     return ""
 
 
-def with_defaults(config: BenchConfig, **given: Any) -> BenchConfig:
-    """``config`` with device-dependent defaults for every field left ``None`` in ``given``."""
-    d = CUDA_DEFAULTS if given.get("device", config.device).startswith("cuda") else CPU_DEFAULTS
+# ``--preset seed``: the seed's table for the two generators — PyTorch FP32 eager and ONNX
+# Runtime GPU FP32 (plain, as the seed ran them), TensorRT FP32/FP16/INT8 (native TensorRT;
+# TensorRT-RTX on RTX cards; elsewhere one "unavailable: why" line each), and fusionrt's own
+# engines with the settings ``fusionrt swap`` uses — at batch 1 and 16, plus the end-to-end
+# 1080p video rows. About 4-5 minutes on an H200 from a cold cache (torch.compile's default mode:
+# ~35 s per batch size for SimSwap, against 100-200 s for max-autotune at +3-6% speed).
+SEED_CELLS = SEED_TABLE_CELLS
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed": dict(stages=("swap256", "swap128", "video"), cells=SEED_CELLS, batches=(1, 16),
+                 runs=50, warmup=3, max_row_s=3.0, budget_s=None, load_twice=False),
+    # today's whole matrix for the device (CUDA_DEFAULTS / CPU_DEFAULTS), resumable
+    "full": {},
+}
+
+
+def with_defaults(config: BenchConfig, preset: str | None = None, **given: Any) -> BenchConfig:
+    """``config`` with the preset's settings, then device-dependent defaults, for every field
+    left ``None`` in ``given``."""
+    d = dict(CUDA_DEFAULTS if given.get("device", config.device).startswith("cuda")
+             else CPU_DEFAULTS)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InputError(f"--preset | unknown '{preset}'; expected one of: "
+                             f"{', '.join(PRESETS)}")
+        d.update(PRESETS[preset], preset=preset)
+        given.setdefault("preset", None)
+    for k in d:
+        given.setdefault(k, None)
     merged = {k: (v if v is not None else d.get(k, getattr(config, k))) for k, v in given.items()}
+    if merged.get("cells") is not None and (given.get("engines") or given.get("precisions")):
+        keep_e, keep_p = given.get("engines"), given.get("precisions")
+        merged["cells"] = tuple(c for c in merged["cells"] if (not keep_e or c[0] in keep_e)
+                                and (not keep_p or c[1] in keep_p))
+    if merged.get("cells") is not None:  # engines/precisions: the cells' own, for ordering
+        merged["engines"] = tuple(dict.fromkeys(e for e, _ in merged["cells"]))
+        merged["precisions"] = tuple(dict.fromkeys(p for _, p in merged["cells"]))
     return replace(config, **merged)

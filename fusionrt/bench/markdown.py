@@ -49,11 +49,41 @@ def _table(rows: list[dict]) -> list[str]:
         lat = r["latency_ms"]
         mark = " †" if r.get("synthetic") else ""
         out.append("| " + " | ".join((
-            label(r) + mark, str(r["batch"]), _n(lat["mean"]), _n(lat["p50"]), _n(lat["p95"]),
+            label(r) + mark + (" ★" if r.get("best") else ""), str(r["batch"]), _n(lat["mean"]), _n(lat["p50"]), _n(lat["p95"]),
             _n(lat["p99"]), _n(r.get("gpu_mem_mb"), "{:.0f}"), _n(r.get("fps"), "{:.1f}"),
             _x(r.get("speedup_vs_torch_fp32")), _x(r.get("speedup_vs_ort_cuda_fp32")),
             _parity(r.get("parity"), r.get("gate")))) + " |")
     return out
+
+
+def _video(rows: list[dict]) -> list[str]:
+    out = ["| path | clip | frames | seconds | FPS end to end | faces | encoders | "
+           "× the FaceFusion-style loop |", "|---|---|---:|---:|---:|---:|---|---:|"]
+    loop = next((r["fps"] for r in rows if r["engine"] == "facefusion-loop" and r.get("fps")),
+                None)
+    for r in rows:
+        v = r.get("video") or {}
+        mark = " †" if r.get("synthetic") else ""
+        out.append(f"| {r['engine']}{mark} | {v.get('clip', '—')} | {v.get('frames', '—')} | "
+                   f"{_n(v.get('seconds'))} | {_n(r.get('fps'), '{:.1f}')} | "
+                   f"{v.get('faces', '—')} | {v.get('encoders', '—')} | "
+                   f"{_x(r['fps'] / loop if loop and r.get('fps') else None)} |")
+    return out
+
+
+def _best(rows: list[dict]) -> list[str]:
+    best = [r for r in rows if r.get("best")]
+    if not best:
+        return []
+    out = ["## fusionrt's best per model and batch (★)", "",
+           "| model | batch | engine / precision | p50 ms | FPS | × PyTorch FP32 |",
+           "|---|---:|---|---:|---:|---:|"]
+    for r in best:
+        out.append(f"| {r['model']} | {r['batch']} | {label(r)} | "
+                   f"{_n(r['latency_ms']['p50'], '{:.3f}')} | {_n(r.get('fps'), '{:.0f}')} | "
+                   f"{_x(r.get('speedup_vs_torch_fp32'))} |")
+    return out + ["", "★ = the fastest row of its model and batch whose parity with the FP32 "
+                      "reference passed (and whose graph the quality gate did not refuse).", ""]
 
 
 def _not_run(rows: list[dict]) -> list[str]:
@@ -91,7 +121,10 @@ def _method(doc: dict) -> str:
             f"missing). Parity: {c.get('reference_note', '')} (detector: the worst cosine of "
             "its raw heads over all anchors, stricter than the quality gate's box IoU; "
             "embedder: cosine; generators and pipeline: PSNR); 'gate' is the quality gate's "
-            "verdict on a converted FP16/INT8 graph.")
+            "verdict on a converted FP16/INT8 graph. Engine settings: each row runs the "
+            "settings `fusionrt swap` uses for its stage and batch (CUDA graphs, channels-last, "
+            "batch profile; `engine_config` in the JSON); rows marked (plain) run the engine "
+            "with no tuning, as the seed's PyTorch and ONNX Runtime baselines did.")
 
 
 def _loads(rows: list[dict]) -> list[str]:
@@ -134,6 +167,12 @@ def to_markdown(doc: dict) -> str:
     if doc.get("synthetic"):
         lines += [f"> **{SYNTHETIC_NOTE}.** Rows marked † ran on synthetic weights.", ""]
     lines += _machine(m) + ["", _method(doc), ""]
+    if doc["config"].get("preset"):
+        wall = doc.get("elapsed_s")
+        lines += [f"Preset **{doc['config']['preset']}**"
+                  + (f": the whole run took **{wall:.0f} s**, compiles and builds included."
+                     if wall is not None else " (partial results)."), ""]
+    lines += _best(doc["rows"])
     by_stage = rows_by_stage(doc["rows"])
     for stage, rows in by_stage.items():
         title = STAGES[stage].title if stage in STAGES else stage
@@ -144,7 +183,8 @@ def to_markdown(doc: dict) -> str:
         ok = [r for r in rows if r["status"] == "ok"]
         rest = [r for r in rows if r["status"] != "ok"]
         lines += [f"## {title}", ""]
-        lines += (_table(ok) if ok else ["No row of this stage ran."]) + [""]
+        table = _video if stage == "video" else _table
+        lines += (table(ok) if ok else ["No row of this stage ran."]) + [""]
         if rest:
             lines += ["Not run:", ""] + _not_run(rest) + [""]
         notes = {}

@@ -25,7 +25,8 @@ MACHINE_KEYS = ("gpu_name", "gpu_driver", "cuda", "cudnn", "torch", "onnxruntime
                 "fusionrt", "python", "cpu", "date", "command")
 STATS_KEYS = ("mean", "p50", "p95", "p99")
 STATUSES = ("ok", "unavailable", "error", "skipped", "pending")
-FILES = {"json": "bench.json", "md": "bench.md", "png": "bench.png"}
+FILES = {"json": "bench.json", "md": "bench.md", "png": "bench.png",
+         "table_png": "bench_table.png"}
 
 
 def _mean(row: dict | None) -> float | None:
@@ -43,6 +44,41 @@ def compute_speedups(rows: list[dict]) -> list[dict]:
             base = _mean(index.get((r["stage"], r["batch"], engine, prec)))
             r[key] = base / mine if base is not None and mine else None
     return rows
+
+
+def mark_best(rows: list[dict]) -> list[dict]:
+    """``best`` on the fastest row (FPS) of each model stage and batch among the rows whose
+    parity passed and whose graph the quality gate did not refuse — fusionrt's best engine."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        r["best"] = False
+        if r["status"] != "ok" or not r.get("fps") or r.get("latency_ms") is None:
+            continue
+        if (r.get("parity") or {}).get("passed") is False:
+            continue
+        if (r.get("gate") or {}).get("passed") is False:
+            continue
+        groups.setdefault((r["stage"], r["batch"]), []).append(r)
+    for group in groups.values():
+        max(group, key=lambda r: r["fps"])["best"] = True
+    return rows
+
+
+def summarize_doc(doc: dict) -> dict:
+    """The run in one object: preset, wall seconds, GPU, and one row per measured cell."""
+    rows = []
+    for r in doc["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r.get("latency_ms") or {}
+        rows.append({"model": r["model"], "engine": r["engine"], "precision": r["precision"],
+                     "batch": r["batch"], "p50_ms": lat.get("p50"), "fps": r.get("fps"),
+                     "mem_mb": r.get("gpu_mem_mb"),
+                     "tuning": (r.get("engine_config") or {}).get("tuning"),
+                     "best": bool(r.get("best"))})
+    m = doc["machine"]
+    return {"preset": doc["config"].get("preset"), "wall_s": doc.get("elapsed_s"),
+            "gpu": m.get("gpu_name"), "synthetic": doc.get("synthetic"), "rows": rows}
 
 
 def validate(doc: Any) -> list[str]:
@@ -110,13 +146,75 @@ def write_all(doc: dict, out_dir: str | Path, png: bool = True) -> dict[str, Pat
     atomic_write_bytes(paths["md"], to_markdown(doc).encode())
     if png:
         write_png(doc, paths["png"])
+        write_table_png(doc, paths["table_png"])
     else:
-        paths.pop("png")
+        paths.pop("png"), paths.pop("table_png")
     return paths
 
 
+def table_rows(doc: dict) -> list[list[str]]:
+    """The seed's columns for every measured row (model stages, then the video rows)."""
+    def n(x, fmt="{:.2f}"):
+        return "—" if x is None else fmt.format(x)
+    out = []
+    for r in doc["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r.get("latency_ms") or {}
+        sp = r.get("speedup_vs_torch_fp32")
+        verdict = (r.get("parity") or {}).get("passed")
+        gate = (r.get("gate") or {}).get("passed")
+        q = "—" if verdict is None else ("pass" if verdict else "FAIL")
+        if gate is not None:
+            q += f", gate {'pass' if gate else 'REFUSED'}"
+        out.append([r["model"], label(r) + (" ★" if r.get("best") else ""), str(r["batch"]),
+                    n(lat.get("mean")), n(lat.get("p50")), n(lat.get("p99")),
+                    n(r.get("gpu_mem_mb"), "{:.0f}"), n(r.get("fps"), "{:.1f}"),
+                    "—" if sp is None else f"{sp:.2f}×", q])
+    return out
+
+
+TABLE_COLUMNS = ("model", "engine / precision", "batch", "mean ms", "p50 ms", "p99 ms",
+                 "GPU MB", "FPS", "vs PyTorch FP32", "quality")
+
+
+def write_table_png(doc: dict, path: str | Path) -> Path:
+    """The seed's table as a picture: one line per measured row, ★ = fusionrt's best."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .._fs import atomic_write_bytes
+    rows = table_rows(doc) or [["(no row ran)"] + [""] * (len(TABLE_COLUMNS) - 1)]
+    fig, ax = plt.subplots(figsize=(13, 0.32 * len(rows) + 1.4))
+    ax.axis("off")
+    t = ax.table(cellText=rows, colLabels=TABLE_COLUMNS, loc="center", cellLoc="right",
+                 colLoc="right")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    t.auto_set_column_width(list(range(len(TABLE_COLUMNS))))
+    for (i, j), cell in t.get_celld().items():
+        if i == 0:
+            cell.set_text_props(weight="bold")
+        if j < 2:
+            cell.set_text_props(ha="left")
+    m = doc["machine"]
+    title = (f"fusionrt bench{' --preset ' + doc['config']['preset'] if doc['config'].get('preset') else ''}"
+             f" — {m.get('gpu_name') or m.get('cpu') or '?'} — {str(m.get('date', ''))[:10]}")
+    if doc.get("synthetic"):
+        title += " — synthetic random weights: speed only"
+    ax.set_title(title, fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
 def label(r: dict) -> str:
-    return f"{r['engine']} / {r['precision']}"
+    plain = (r.get("engine_config") or {}).get("tuning") == "plain"
+    return f"{r['engine']} / {r['precision']}" + (" (plain)" if plain else "")
 
 
 def write_png(doc: dict, path: str | Path) -> Path:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,6 +23,7 @@ from ..engines.base import BatchProfile, EngineConfig
 from ..engines.registry import get_engine
 from ..errors import FusionError
 from ..models.store import ModelStore
+from ..pipeline.plan import BASELINE_ENGINES
 from . import artifacts
 from .artifacts import Unavailable
 from ..runtime.machine import MemoryProbe, machine_info
@@ -29,9 +32,12 @@ from .config import (BUILD_ENGINES, PRECISIONS, REFERENCE, SCHEMA, BenchConfig, 
 from .reference import References
 from .stages import STAGES, SYNTHETIC_NOTE, read_images, slice_feeds
 from .timers import RowKey, TimingSource, default_timer, summarize
+from .video_row import GPU_PATH, VIDEO_ENGINES, VideoRowSettings
 
 log = logging.getLogger(__name__)
 
+PLAIN, AS_SWAP = "plain", "as fusionrt swap"
+BASELINE_CELLS = tuple((e, "fp32") for e in BASELINE_ENGINES)  # the seed's PyTorch/ORT rows
 FELL_BACK = ("not available on this machine: ONNX Runtime's TensorRT EP cannot load the "
              "TensorRT libraries and fell back to the CUDA EP (its rows would repeat ort-cuda)")
 
@@ -49,8 +55,14 @@ class BenchRunner:
 
     def __init__(self, config: BenchConfig, timer_factory: Callable[[str], TimingSource] = None,
                  engine_lookup: Callable[[str], type] = get_engine, store: ModelStore | None = None,
-                 on_row: Callable[[dict], None] | None = None, progress: bool = True):
+                 on_row: Callable[[dict], None] | None = None, progress: bool = True,
+                 resume: dict | None = None, clip_dir: Path | None = None):
+        """``resume``: an earlier result document of the same matrix; its finished rows (ok or
+        unavailable) are kept and not run again. ``clip_dir``: where the video rows' clips
+        are made (default: a temporary folder)."""
         self.cfg = config.validate()
+        self.video = VideoRowSettings()
+        self.clip_dir = clip_dir or Path(tempfile.mkdtemp(prefix="fusionrt-bench-clips-"))
         self.timer_factory = timer_factory or default_timer
         self.lookup = engine_lookup
         self.store = store or ModelStore()
@@ -60,6 +72,7 @@ class BenchRunner:
         self.refs = References(config, self.store, engine_lookup, self.images)
         self.fell_back: dict[str, str] = {}  # engine -> reason, once it fell back to another EP
         self.groups = self._plan()
+        self.resumed = self._resume(resume) if resume else 0
         self.doc: dict[str, Any] = {}
 
     # -- plan --------------------------------------------------------------------------
@@ -67,19 +80,61 @@ class BenchRunner:
         c = self.cfg
         groups = []
         for stage in c.stages:
-            for engine in c.engines:
-                for prec in c.precisions:
-                    batches = (1,) if stage == "pipeline" else tuple(c.batches)
-                    g = _Group(stage, engine, prec, batches)
-                    g.rows = [self._new_row(g, b) for b in batches]
-                    groups.append(g)
+            if stage == "video":  # two rows: the GPU path and the FaceFusion-style loop
+                cells = [(e, "tf32" if e == GPU_PATH else "fp32") for e in VIDEO_ENGINES]
+            else:
+                cells = c.pairs()
+            for engine, prec in cells:
+                batches = (1,) if stage in ("pipeline", "video") else tuple(c.batches)
+                g = _Group(stage, engine, prec, batches)
+                g.rows = [self._new_row(g, b) for b in batches]
+                groups.append(g)
         # Cheap engines first in the order asked for; builders/compilers last, the seed's 256²
         # generator first among them: a budget that runs out then cuts the costliest rows.
         given = {s: i for i, s in enumerate(c.stages)}
         built = {s: i for i, s in enumerate(("swap256", "swap128", "embed", "detect", "pipeline"))}
         return sorted(groups, key=lambda g: (
-            g.engine in BUILD_ENGINES, (built if g.engine in BUILD_ENGINES else given)[g.stage],
-            PRECISIONS.index(g.precision)))
+            g.stage == "video", g.engine in BUILD_ENGINES,
+            (built if g.engine in BUILD_ENGINES else given).get(g.stage, len(given)),
+            PRECISIONS.index(g.precision) if g.precision in PRECISIONS else len(PRECISIONS)))
+
+    def _resume(self, doc: dict) -> int:
+        """Keep the finished rows of an earlier run of this matrix; returns how many."""
+        done = {(r["stage"], r["engine"], r["precision"], r["batch"]): r
+                for r in doc.get("rows", []) if r.get("status") in ("ok", "unavailable")}
+        n = 0
+        for g in self.groups:
+            for i, r in enumerate(g.rows):
+                old = done.get((r["stage"], r["engine"], r["precision"], r["batch"]))
+                if old is not None:
+                    g.rows[i] = {**r, **old, "notes": list(old.get("notes") or []) + [
+                        "kept from the earlier run this one resumed"]}
+                    n += 1
+        return n
+
+    def estimate_s(self) -> float:
+        """A rough total before starting (printed so a user knows what they started): per row
+        its timed runs capped at ``max_row_s``, plus per group a load that depends on what the
+        engine does at load (compile ~40 s per batch size, plan build ~30 s, else ~3 s)."""
+        c = self.cfg
+        row_s = min(c.max_row_s or 5.0, 5.0) + 0.5
+        total = 0.0
+        for g in self.groups:
+            todo = [r for r in g.rows if r["status"] == "pending"]
+            if not todo:
+                continue
+            if g.stage == "video":
+                total += 40.0
+                continue
+            try:
+                cls = self.lookup(g.engine)
+                per = 40.0 if cls.compiles else 30.0 if cls.fixed_batch_profile else 0.0
+                ok = cls.available()[0]
+            except FusionError:
+                per, ok = 0.0, False
+            if ok:
+                total += 3.0 + len(todo) * (row_s + per)
+        return total
 
     def _new_row(self, g: _Group, batch: int) -> dict:
         st = STAGES[g.stage]
@@ -92,7 +147,8 @@ class BenchRunner:
                 "artifact": None, "timer": None, "runs": 0, "warmup": self.cfg.warmup,
                 "latency_ms": None, "wall_ms": None, "fps": None, "first_run_ms": None,
                 "mem": None, "gpu_mem_mb": None, "load": None, "parity": None, "gate": None,
-                "speedup_vs_torch_fp32": None, "speedup_vs_ort_cuda_fp32": None, "notes": []}
+                "speedup_vs_torch_fp32": None, "speedup_vs_ort_cuda_fp32": None,
+                "engine_config": None, "video": None, "best": False, "notes": []}
 
     # -- run ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -107,9 +163,14 @@ class BenchRunner:
         with logging_redirect_tqdm(), tqdm(total=total, unit="row", disable=not self.progress,
                                            mininterval=1.0) as bar:
             self.bar = bar
+            bar.update(self.resumed)
             for g in self.groups:
+                if not any(r["status"] == "pending" for r in g.rows):
+                    continue  # resumed
                 bar.set_description(f"{g.stage} {g.engine}/{g.precision}")
-                (self._run_pipeline if g.stage == "pipeline" else self._run_group)(g)
+                run = {"pipeline": self._run_pipeline, "video": self._run_video}.get(
+                    g.stage, self._run_group)
+                run(g)
         self.doc["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
         self._emit(None)
         return self.doc
@@ -119,27 +180,36 @@ class BenchRunner:
         d = {k: getattr(c, k) for k in ("engines", "precisions", "batches", "stages", "runs",
                                          "warmup", "device", "allow_synthetic", "budget_s",
                                          "max_row_s", "min_runs", "parity_items", "detect_size",
-                                         "pipeline_swapper", "seed")}
+                                         "pipeline_swapper", "seed", "preset",
+                                         "plain_baselines", "load_twice")}
+        d["cells"] = [list(x) for x in c.pairs()]
         d.update(frame=str(c.frame), source=str(c.source), reference=f"{REFERENCE}/fp32",
                  reference_note=(f"every row's last outputs vs {REFERENCE} FP32 on the "
                                  f"first min(batch, {c.parity_items}) items of the same inputs"))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def _emit(self, row: dict | None) -> None:
-        from .report import compute_speedups
+        from .report import compute_speedups, mark_best
         rows = [r for g in self.groups for r in g.rows]
         idx = {k: {v: i for i, v in enumerate(getattr(self.cfg, k))}
                for k in ("stages", "engines", "precisions")}
-        rows.sort(key=lambda r: (idx["stages"][r["stage"]], idx["engines"][r["engine"]],
-                                 idx["precisions"][r["precision"]], r["batch"]))
-        self.doc["rows"] = compute_speedups(rows)
+        rows.sort(key=lambda r: (idx["stages"][r["stage"]],
+                                 idx["engines"].get(r["engine"], len(idx["engines"])),
+                                 idx["precisions"].get(r["precision"], len(idx["precisions"])),
+                                 r["batch"]))
+        self.doc["rows"] = mark_best(compute_speedups(rows))
         self.doc["synthetic"] = any(r.get("synthetic") for r in rows)
+        if row is None:  # the end of the run
+            from .report import summarize_doc
+            self.doc["summary"] = summarize_doc(self.doc)
         if row is not None:
             self.bar.update(1)
             self.done += 1
             where = (f"[{self.done}/{self.bar.total} +{time.perf_counter() - self.t0:.0f}s] "
                      f"{row['stage']} {row['engine']}/{row['precision']} b{row['batch']}")
-            if row["status"] == "ok":
+            if row["status"] == "ok" and row.get("latency_ms") is None:  # a video row
+                log.info("%s: %.1f FPS end to end", where, row["fps"] or 0.0)
+            elif row["status"] == "ok":
                 lat = row["latency_ms"]
                 log.info("%s: %.2f ms (p95 %.2f), %.1f FPS, %d runs", where, lat["mean"],
                          lat["p95"], row["fps"], row["runs"])
@@ -205,13 +275,6 @@ class BenchRunner:
         size = STAGES[g.stage].size if g.stage != "detect" else c.detect_size
         feeds_np = self.refs.feeds(g.stage, base.spec, size)
         feeds_np = {t.name: feeds_np[t.name].astype(t.dtype) for t in art.spec.inputs}
-        # the detector's square input fixes H and W (TensorRT profiles; other engines ignore it)
-        options = {"dims": {"H": size, "W": size}} if g.stage == "detect" else {}
-        prof = BatchProfile(min(g.batches), max(g.batches), max(g.batches))
-        if cls.fixed_batch_profile:
-            for r in g.rows:
-                r["notes"].append(f"one batch profile for all rows: min:opt:max = {prof}")
-        config = EngineConfig(device=device, precision=g.precision, batch=prof, options=options)
         feed_device = device
         if cls.compiles:
             fresh_dynamo()
@@ -220,14 +283,28 @@ class BenchRunner:
         engine = None
         try:
             probe.baseline()
-            load, engine = self._load_twice(cls, art, config, timer, feeds_np, g, feed_device,
-                                            info)
             for i, (row, b) in enumerate(zip(g.rows, g.batches)):
-                if i and (why := self._over_budget()):  # the first row's load is paid: run it
-                    self._close_rows([row], "skipped", why)
+                if row["status"] != "pending":
+                    continue  # kept from a resumed run
+                if engine is not None and (why := self._over_budget()):
+                    self._close_rows([row], "skipped", why)  # the first load is paid: run it
                     continue
+                config, tuning = self.engine_config(g, cls, device, b)
+                row["engine_config"] = {"tuning": tuning, "batch_profile": str(config.batch),
+                                        "options": dict(config.options)}
+                if engine is None or engine.config != config:
+                    if engine is not None:
+                        engine.close()
+                        engine = None
+                    engine = self._open(cls, art, config, timer, feeds_np, g, row, b,
+                                        feed_device, info, first=i == 0)
+                    opened = True
+                else:
+                    opened = False
                 self._run_row(g, row, b, engine, timer, probe, feeds_np, feed_device)
-            load["warm_first_run_ms"] = g.rows[0]["first_run_ms"]
+                if opened and i == 0 and row.get("load"):  # the first row's first run
+                    row["load"]["warm_first_run_ms" if c.load_twice
+                                else "cold_first_run_ms"] = row["first_run_ms"]
         except (Unavailable, FusionError) as e:  # e.g. a dependency the engine lacks here
             self._close_rows(g.rows, "unavailable", str(e))
         except Exception as e:
@@ -239,25 +316,55 @@ class BenchRunner:
             probe.release()
             probe.close()
 
-    def _load_twice(self, cls, art, config, timer, feeds_np, g, feed_device, info):
-        """Cold load + first run, close, warm load (a fresh instance, same process)."""
-        key = RowKey(g.stage, g.engine, g.precision, g.batches[0])
-        feeds = self._device_feeds(slice_feeds(feeds_np, g.batches[0]), feed_device)
-        cold_load, cold = timer.time_once(lambda: open_engine(cls, art, config), key)
-        try:
-            if getattr(cold, "fell_back", False):  # ort-trt without TensorRT libraries
-                self.fell_back[g.engine] = FELL_BACK
-                raise Unavailable(FELL_BACK)
-            cold_first, _ = timer.time_once(lambda: cold.run(feeds), key)
-        finally:
-            cold.close()
-        warm_load, warm = timer.time_once(lambda: open_engine(cls, art, config), key)
-        load = {"artifact_build_ms": info.get("build_ms"), "cold_load_ms": cold_load,
-                "cold_first_run_ms": cold_first, "warm_load_ms": warm_load,
-                "warm_first_run_ms": None, "note": load_note(cls)}
+    def engine_config(self, g: _Group, cls: type, device: str, batch: int
+                      ) -> tuple[EngineConfig, str]:
+        """(the row's engine settings, how they were chosen). Every row runs what
+        ``fusionrt swap`` runs for that stage and batch (``plan.stage_engine_config``: CUDA
+        graphs, channels-last, the batch profile); the seed table's two baselines run plain
+        (``plain_baselines``), as the seed's own PyTorch and ONNX Runtime rows did."""
+        from ..pipeline.plan import stage_engine_config
+        from ..pipeline.settings import PipelineConfig
+        c = self.cfg
+        if c.plain_baselines and (g.engine, g.precision) in BASELINE_CELLS:
+            options = {"dims": {"H": c.detect_size, "W": c.detect_size}} \
+                if g.stage == "detect" else {}
+            return (EngineConfig(device=device, precision=g.precision,
+                                 batch=BatchProfile(batch, batch, batch), options=options),
+                    PLAIN)
+        stage = "swap" if g.stage.startswith("swap") else g.stage
+        settings = PipelineConfig(det_size=c.detect_size)
+        return (stage_engine_config(cls, stage, device, settings, batch, precision=g.precision),
+                AS_SWAP)
+
+    def _open(self, cls, art, config, timer, feeds_np, g, row, batch, feed_device, info,
+              first: bool):
+        """Open the row's engine. The group's first open is timed cold (first load and first
+        run: builds, compiles, cuDNN searches); with ``load_twice`` it is closed and opened
+        again (warm: a fresh instance in the same process)."""
+        key = RowKey(g.stage, g.engine, g.precision, batch)
+        feeds = self._device_feeds(slice_feeds(feeds_np, batch), feed_device)
+        load_ms, eng = timer.time_once(lambda: open_engine(cls, art, config), key)
+        if getattr(eng, "fell_back", False):  # ort-trt without TensorRT libraries
+            eng.close()
+            self.fell_back[g.engine] = FELL_BACK
+            raise Unavailable(FELL_BACK)
+        if not first:
+            row["notes"].append(f"engine opened for this batch in {load_ms:.0f} ms "
+                                "(its own settings: see engine_config)")
+            return eng
+        load = {"artifact_build_ms": info.get("build_ms"), "cold_load_ms": load_ms,
+                "cold_first_run_ms": None, "warm_load_ms": None, "warm_first_run_ms": None,
+                "note": load_note(cls)}
+        if self.cfg.load_twice:
+            try:
+                load["cold_first_run_ms"], _ = timer.time_once(lambda: eng.run(feeds), key)
+            finally:
+                eng.close()
+            load["warm_load_ms"], eng = timer.time_once(lambda: open_engine(cls, art, config),
+                                                        key)
         for r in g.rows:
             r["load"] = load
-        return load, warm
+        return eng
 
     def _run_row(self, g, row, batch, engine, timer, probe, feeds_np, feed_device) -> None:
         c = self.cfg
@@ -300,3 +407,7 @@ class BenchRunner:
     def _run_pipeline(self, g: _Group) -> None:
         from .pipeline_row import run_pipeline_group
         run_pipeline_group(self, g)
+
+    def _run_video(self, g: _Group) -> None:
+        from .video_row import run_video_group
+        run_video_group(self, g)

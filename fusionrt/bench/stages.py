@@ -41,7 +41,10 @@ STAGES: dict[str, StageDef] = {s.key: s for s in (
     StageDef("swap128", "inswapper_128", "Generator inswapper_128", 128),
     StageDef("swap256", "simswap_256", "Generator simswap_256 (the seed's SimSwap-style row)", 256),
     StageDef("pipeline", None, "Whole pipeline on one frame (detect → embed → swap → paste)"),
+    StageDef("video", None, "End to end 1080p video: the GPU path against the FaceFusion-style "
+                            "loop (decode → swap → encode)"),
 )}
+MODEL_STAGES = ("detect", "embed", "swap128", "swap256")  # one model each, timed per batch
 
 # task → (metric, threshold). Detector: cosine of the raw heads (loc/conf/landmarks, the worst
 # of the three); ArcFace: cosine of the embeddings; generators and the pipeline: PSNR in dB of

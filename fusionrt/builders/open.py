@@ -23,6 +23,7 @@ BUILDERS: dict[str, tuple[str, str]] = {
     "torch-module": ("module", "fusionrt.builders.torch_module:build_torch_module"),
     "aot-package": ("package", "fusionrt.builders.aot:build_aot_package"),
     "trt-plan": ("plan", "fusionrt.builders.trt_plan:build_trt_plan"),
+    "trt-rtx-plan": ("plan", "fusionrt.builders.trt_rtx:build_trt_rtx_plan"),
 }
 
 

@@ -1,23 +1,28 @@
-"""Native TensorRT 10 engine builder: ONNX file → serialized plan (bytes).
+"""TensorRT engine builder: ONNX file → serialized plan (bytes), for full TensorRT (10 and 11)
+and TensorRT for RTX alike (``build_network`` takes the module).
 
 The network is always *strongly typed*: tensor types come from the ONNX graph (FP16 is a
 converted graph with Casts, INT8 a Q/DQ graph), so no FP16/INT8 builder flags are set. TensorRT
-10.12 deprecated those weakly typed flags and TensorRT 11 removes them (see DESIGN.md).
+10.12 deprecated those weakly typed flags, TensorRT 11 removed them, and TensorRT-RTX never had
+them (see DESIGN.md and ``engines/_compat.py``).
 
-Written against the TensorRT 10 Python API; TensorRT cannot be installed on the machines this
-was developed on, so ``build_engine`` has not been run here. Everything that does not need
-TensorRT (shapes, profiles, the equivalent ``trtexec`` command, parser-error text) is a pure
-function with unit tests.
+Full TensorRT cannot be installed on the machines this was developed on, so ``build_engine`` has
+not been run against it (its calls are checked against stand-ins with the TensorRT 10 and the
+TensorRT 11 API); the same ``build_network`` builds real TensorRT-RTX plans in CI
+(``builders/trt_rtx.py``). Everything that does not need TensorRT (shapes, profiles, presets, the
+equivalent ``trtexec`` command, parser-error text) is a pure function with unit tests.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..engines._compat import network_flags
 from ..engines.base import BatchProfile
 from ..engines.tensorrt import TensorrtEngine
 from ..errors import EngineError
@@ -75,7 +80,8 @@ class TrtBuildConfig:
     def builder_tag(self) -> str:
         """The settings that change the plan, for the cache fingerprint."""
         dims = ",".join(f"{k}={v}" for k, v in sorted(self.dims.items()))
-        return f"opt{self.optimization_level}" + (f";{dims}" if dims else "")
+        ws = f";ws={self.workspace_gb:g}" if self.workspace_gb != 4.0 else ""  # tactics fit in it
+        return f"opt{self.optimization_level}" + (f";{dims}" if dims else "") + ws
 
 
 def input_shape(t: TensorSpec, n: int, dims: Mapping[str, int] | None = None) -> tuple[int, ...]:
@@ -119,7 +125,8 @@ def trtexec_command(cfg: TrtBuildConfig, spec: ModelSpec, engine_path: Path) -> 
     return " ".join(parts)
 
 
-def format_parser_errors(onnx_path: Path, errors: Iterable[Mapping[str, Any]]) -> str:
+def format_parser_errors(onnx_path: Path, errors: Iterable[Mapping[str, Any]],
+                         product: str = "TensorRT") -> str:
     """One EngineError line from the ONNX parser's errors (node index/name/op + description)."""
     items = []
     for e in errors:
@@ -134,8 +141,8 @@ def format_parser_errors(onnx_path: Path, errors: Iterable[Mapping[str, Any]]) -
         items.append((" ".join(where) + ": " if where else "") + str(e.get("desc", "?")).strip())
     if not items:
         items = ["parser failed without reporting an error"]
-    return (f"model '{onnx_path}' | TensorRT's ONNX parser failed: " + "; ".join(items)
-            + "; expected a graph TensorRT 10 supports (try `polygraphy inspect capability`)")
+    return (f"model '{onnx_path}' | {product}'s ONNX parser failed: " + "; ".join(items)
+            + f"; expected a graph {product} supports (try `polygraphy inspect capability`)")
 
 
 def _parser_errors(parser) -> list[dict[str, Any]]:
@@ -149,20 +156,23 @@ def _parser_errors(parser) -> list[dict[str, Any]]:
     return out
 
 
-_LOGGER = None
+_LOGGERS: dict[str, Any] = {}  # module name -> its logger
 
 
 def make_logger(trt):
-    """The process's ``trt.ILogger``: forwards to Python logging and keeps the last errors for
-    messages. One instance, because TensorRT keeps the first logger it sees for global use and
-    warns when builders and runtimes are given different ones."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = _make_logger(trt)
-    return _LOGGER
+    """The process's ``ILogger`` for this TensorRT module: forwards to Python logging and keeps
+    the last errors for messages. One instance per module, because TensorRT keeps the first
+    logger it sees for global use and warns when builders and runtimes are given different ones
+    (``tensorrt`` and ``tensorrt_rtx`` each have their own ``ILogger`` class)."""
+    key = getattr(trt, "__name__", "tensorrt")
+    if key not in _LOGGERS:
+        _LOGGERS[key] = _make_logger(trt)
+    return _LOGGERS[key]
 
 
 def _make_logger(trt):
+    who = getattr(trt, "__name__", "tensorrt")
+
     class _Logger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
@@ -172,11 +182,11 @@ def _make_logger(trt):
             S = trt.ILogger.Severity
             if severity in (S.INTERNAL_ERROR, S.ERROR):
                 self.errors = (self.errors + [msg])[-5:]
-                log.error("tensorrt: %s", msg)
+                log.error("%s: %s", who, msg)
             elif severity == S.WARNING:
-                log.warning("tensorrt: %s", msg)
+                log.warning("%s: %s", who, msg)
             else:
-                log.debug("tensorrt: %s", msg)
+                log.debug("%s: %s", who, msg)
 
     return _Logger()
 
@@ -214,26 +224,44 @@ def _save_timing_cache(config, path: Path | None) -> None:
 
 
 def build_engine(cfg: TrtBuildConfig, spec: ModelSpec) -> bytes:
-    """Parse ``cfg.onnx_path``, build a strongly typed engine with one batch profile, return it.
+    """Full TensorRT: parse ``cfg.onnx_path``, build a strongly typed engine with one batch
+    profile, return it.
 
     Raises:
         EngineError: TensorRT missing, the parser failed (all its errors in one line), the graph
             does not match ``spec``'s inputs, or the build failed (TensorRT's last errors).
     """
-    trt = _import_trt()
+    return build_network(_import_trt(), cfg, spec).plan
+
+
+@dataclass(frozen=True)
+class BuiltPlan:
+    """A serialized plan and what its build measured."""
+
+    plan: bytes
+    seconds: float
+    layers: int
+
+
+def build_network(trt, cfg: TrtBuildConfig, spec: ModelSpec, *,
+                  compute_capabilities: Iterable[str] = (), product: str = "TensorRT"
+                  ) -> BuiltPlan:
+    """Parse, configure and build with the TensorRT module ``trt`` (``tensorrt`` or
+    ``tensorrt_rtx``). ``compute_capabilities``: ``ComputeCapability`` member names to build
+    for (TensorRT-RTX, e.g. ``("SM89",)``); empty: the module's default target."""
     onnx_path = Path(cfg.onnx_path)
     if not onnx_path.is_file():
         raise EngineError(f"model '{spec.name}' | ONNX file not found: {onnx_path}")
     shapes = profile_shapes(spec, cfg.batch, cfg.dims)  # fail on a bad spec before the slow part
     logger = make_logger(trt)
     logger.errors = []  # the logger is shared: report only this build's errors
+    t0 = time.perf_counter()
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external-data weights relative to the file (large models).
     if not parser.parse_from_file(str(onnx_path)):
-        raise EngineError(format_parser_errors(onnx_path, _parser_errors(parser)))
+        raise EngineError(format_parser_errors(onnx_path, _parser_errors(parser), product))
 
     graph_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     if sorted(graph_inputs) != sorted(shapes):
@@ -247,13 +275,21 @@ def build_engine(cfg: TrtBuildConfig, spec: ModelSpec) -> bytes:
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    _load_timing_cache(trt, config, cfg.timing_cache)
+    targets = list(compute_capabilities)
+    if targets:
+        config.num_compute_capabilities = len(targets)
+        for i, name in enumerate(targets):
+            if not config.set_compute_capability(getattr(trt.ComputeCapability, name), i):
+                raise EngineError(f"model '{spec.name}' | {product} refused target {name}")
+    if cfg.timing_cache is not None:  # TensorRT-RTX has no timing cache (it compiles at run time)
+        _load_timing_cache(trt, config, cfg.timing_cache)
 
-    log.info("building TensorRT engine for %s (batch %s, opt level %d); this can take minutes",
-             spec.name, cfg.batch, cfg.optimization_level)
+    log.info("building %s engine for %s (batch %s, opt level %d%s); this can take minutes",
+             product, spec.name, cfg.batch, cfg.optimization_level,
+             f", for {','.join(targets)}" if targets else "")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         last = "; ".join(logger.errors) or "no error reported"
-        raise EngineError(f"model '{spec.name}' | TensorRT build failed: {last}")
+        raise EngineError(f"model '{spec.name}' | {product} build failed: {last}")
     _save_timing_cache(config, cfg.timing_cache)
-    return bytes(memoryview(plan))
+    return BuiltPlan(bytes(memoryview(plan)), time.perf_counter() - t0, int(network.num_layers))

@@ -9,8 +9,10 @@ of the builders) live here, above everything they call. Errors a user can fix (`
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -31,9 +33,62 @@ COMMAND_MODULES = (
 )
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's ``--help`` line ends with its default, unless the help already says it
+    (``(default 16)``) or there is none to show (None, False, empty). Options without a help
+    string get one that is only the default."""
+
+    def _format_action(self, action):
+        if not action.help and _shown_default(action) is not None:
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        value = _shown_default(action)
+        if value is None or "%(default" in help or _says_default(help, action.default):
+            return help
+        return f"{help} (default: %(default)s)"
+
+
+def _shown_default(action) -> str | None:
+    d = action.default
+    if d is None or d is False or d is argparse.SUPPRESS or (hasattr(d, "__len__") and not len(d)):
+        return None
+    if not (action.option_strings or action.nargs in ("?", "*")):
+        return None  # a required positional has no default to show
+    return str(d)
+
+
+def _says_default(help: str, default) -> bool:
+    """The help names the default value itself: "(default cpu)", "default: 16", and numbers
+    as written ("default 50,000,000", "default 8e9" for 8000000000.0)."""
+    text = help.lower()
+    if re.search(rf"default[ :=]+{re.escape(str(default).lower())}(?![\w.])", text):
+        return True
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return False
+    for m in re.finditer(r"default[ :=]+([-+]?\d[\d,_]*(?:\.\d+)?(?:e[-+]?\d+)?)", text):
+        try:
+            if float(m.group(1).replace(",", "").replace("_", "")) == float(default):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``fusionrt`` and of every sub-command (``add_subparsers`` makes its
+    sub-parsers of the parent's class): help shows defaults (``DefaultsHelpFormatter``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fusionrt", description="Face-swap inference runtime.")
+    parser = Parser(prog="fusionrt", description="Face-swap inference runtime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

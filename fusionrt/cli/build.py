@@ -2,8 +2,10 @@
 
 ``build`` writes ``<name>.<precision>.onnx`` beside the FP32 file, runs the quality gate on
 held-out inputs and refuses (deletes) a failing artifact, naming its figures and the precision
-that passed. ``--engine trt`` then builds a strongly typed TensorRT plan from that graph into the
-engine cache.
+that passed. An engine that loads a TensorRT plan then gets one built from that graph into the
+engine cache: full TensorRT for this GPU (``--profile edge``: Jetson Orin), or TensorRT-RTX plans
+for named RTX archs (``--arch sm86,sm89,sm120``), which build on any machine, GPU or not, with a
+manifest beside them. ``--all`` builds every zoo model that is installed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from ..models.zoo import ZOO, get_spec
 
 log = logging.getLogger(__name__)
 
-#: The product kind of an engine that loads a prebuilt TensorRT plan (``Engine.needs``): for such an
+#: The product kinds of engines that load a prebuilt TensorRT plan (``Engine.needs``): for such an
 #: engine ``build`` also builds the plan into the engine cache.
 TRT_PLAN = "trt-plan"
+TRT_RTX_PLAN = "trt-rtx-plan"
+DETECT_DIMS = {"H": 640, "W": 640}  # the detector's plan is built for a 640x640 letterbox
 
 
 def register(subparsers) -> None:
@@ -35,13 +39,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="default: the store's synthetic/<model>.onnx")
     p.set_defaults(func=cmd_export)
 
+    from ..builders.trt_presets import PRESETS
     p = subparsers.add_parser("build", help="convert to FP16/INT8, gate quality, build engines")
-    p.add_argument("model", help=f"zoo name ({names})")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("model", nargs="?", help=f"zoo name ({names}); or --all")
+    p.add_argument("--all", action="store_true", help="every installed zoo model (with "
+                   "--allow-synthetic also the synthetic ones)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="default: fp32 (the --profile's, if it names one)")
     p.add_argument("--calibration", type=Path, help="calibration set .npz (INT8; also gives "
                    "the gate its held-out faces)")
     p.add_argument("--engine", choices=engine_names(), default=REFERENCE_ENGINE)
-    p.add_argument("--batch", default="1", help="TensorRT batch profile N or MIN:OPT:MAX")
+    p.add_argument("--batch", default=None, help="TensorRT batch profile N or MIN:OPT:MAX "
+                   "(default 1)")
+    p.add_argument("--arch", help="TensorRT-RTX targets, e.g. sm86,sm89,sm120 (RTX 30/40/50); "
+                   "builds without a GPU. Default: this GPU's arch")
+    p.add_argument("--profile", choices=tuple(PRESETS), default="default",
+                   help="TensorRT build preset; edge: Jetson Orin (1 GiB workspace, batch 1, "
+                   "FP16; written, not run on a Jetson)")
     p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy",
                    help="INT8 activation calibration")
     p.add_argument("--activations", choices=("auto", "s8", "u8"), default="auto",
@@ -110,16 +124,52 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # -- build -----------------------------------------------------------------------------------
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..engines.base import BatchProfile, EngineConfig
+    from ..builders.trt_presets import apply_preset, get_preset
+    from ..engines.base import BatchProfile
     from ..engines.registry import get_engine
+    from ..errors import FusionError
+    try:
+        batch = BatchProfile.parse(args.batch) if args.batch else None
+        preset = get_preset(args.profile)
+        batch, precision = apply_preset(preset, batch, args.precision)
+    except (ValueError, FusionError) as e:
+        raise InputError(str(e)) from None
+    cls = get_engine(args.engine)
+    if (why := cls.precision_refusal(precision)):  # before anything is converted
+        raise InputError(f"engine '{cls.name}' | {why}")
+    if args.all == bool(args.model):
+        raise InputError("build | expected one model name or --all")
+    if not args.all:
+        _build_model(args, cls, args.model, precision, batch, preset)
+        return 0
+    failed = 0
+    for name in ZOO:
+        try:
+            _build_model(args, cls, name, precision, batch, preset)
+        except FusionError as e:
+            if "not installed" in str(e):
+                print(f"{name}  skipped: {e}")
+            else:
+                failed += 1
+                print(f"{name}  FAILED: {e}")
+    return 1 if failed else 0
+
+
+def _build_model(args, cls, model: str, precision: str, batch, preset) -> None:
+    from ..engines.base import EngineConfig
     from ..models.spec import Artifact
     from ..pipeline.artifacts import build_artifact
-    try:
-        batch = BatchProfile.parse(args.batch)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    res = build_artifact(args.model, args.precision, calibration=args.calibration,
-                         engine=args.engine, method=args.method,
+    kind = cls.needs(Artifact(get_spec(model), None), EngineConfig(precision=precision,
+                                                                  batch=batch))
+    if args.arch and kind != TRT_RTX_PLAN:
+        raise InputError(f"--arch | engine '{cls.name}' builds for the GPU it runs on; --arch "
+                         "names TensorRT-RTX targets")
+    if kind == TRT_RTX_PLAN and preset.name != "default":
+        raise InputError(f"--profile {preset.name} | {preset.note}: full TensorRT, not a "
+                         "TensorRT-RTX target")
+    archs = _rtx_archs(args.arch) if kind == TRT_RTX_PLAN else ()  # before the slow part
+    res = build_artifact(model, precision, calibration=args.calibration,
+                         engine=cls.name, method=args.method,
                          allow_synthetic=args.allow_synthetic, out=args.out, report=args.report,
                          activations=args.activations, require_id=args.require_id)
     if res.report is not None:
@@ -128,25 +178,57 @@ def cmd_build(args: argparse.Namespace) -> int:
             print("note: random-weight models; the figures say nothing about real-model quality")
     else:
         print(f"{res.artifact}  fp32 (the reference; no gate)")
-    cls = get_engine(args.engine)
-    if cls.needs(Artifact(get_spec(args.model), res.artifact),
-                 EngineConfig(precision=res.precision, batch=batch)) == TRT_PLAN:
+    if kind == TRT_PLAN:
         if res.details.get("activations") == "u8":
             raise InputError("int8 --activations u8 | TensorRT needs symmetric s8 activations; "
                              "rebuild with --activations s8")
-        _build_trt(cls.name, args.model, res.artifact, res.precision, batch)
-    return 0
+        _build_trt(cls.name, model, res.artifact, res.precision, batch, preset.workspace_gb)
+    elif kind == TRT_RTX_PLAN:
+        _build_trt_rtx(cls.name, model, res.artifact, res.precision, batch, archs)
 
 
-def _build_trt(engine: str, model: str, onnx_path: Path, precision: str, batch) -> None:
+def _rtx_archs(arch_text: str | None) -> tuple[str, ...]:
+    """The TensorRT-RTX targets asked for; default: this machine's GPU, if it is one."""
+    from ..builders.trt_rtx import arch_for_cc, parse_archs
+    from ..engines.tensorrt_rtx import gpu_facts
+    from ..errors import FusionError
+    if not arch_text:
+        arch_text = arch_for_cc(gpu_facts(0)[1] or "")
+        if not arch_text:
+            raise InputError("--arch | no supported GPU here to default to; expected e.g. "
+                             "--arch sm86,sm89,sm120")
+    try:
+        return parse_archs(arch_text)
+    except FusionError as e:
+        raise InputError(str(e)) from None
+
+
+def _build_trt_rtx(engine: str, model: str, onnx_path: Path, precision: str, batch,
+                   archs: tuple[str, ...]) -> None:
+    """TensorRT-RTX plans, one per arch, into the engine cache, with the manifest; prints the
+    build time, plan size and layer count of each."""
+    from ..builders.trt_rtx import build_plans
+    spec = get_spec(model)
+    records, manifest = build_plans(spec, onnx_path, precision, archs, batch=batch,
+                                    dims=DETECT_DIMS if spec.task == "detect" else {},
+                                    engine=engine)
+    for r in records:
+        how = "cached" if r.build_s is None else f"built in {r.build_s:.2f} s, {r.layers} layers"
+        print(f"{model}  {precision}  {r.arch}  {r.plan_bytes / 1e6:.1f} MB  {how}  "
+              f"{manifest.parent / r.file}")
+    print(f"manifest: {manifest}  (built, not run: a plan runs only on a GPU of its arch)")
+
+
+def _build_trt(engine: str, model: str, onnx_path: Path, precision: str, batch,
+               workspace_gb: float = 4.0) -> None:
     """Strongly typed TensorRT plan for ``engine`` into the engine cache; prints the trtexec
     equivalent first."""
     from ..builders.trt_builder import (TrtBuildConfig, build_engine, timing_cache_path,
                                         trtexec_command)
     from ..runtime.cache import EngineCache, Fingerprint, cache_root
     spec = get_spec(model)
-    dims = {"H": 640, "W": 640} if spec.task == "detect" else {}
-    cfg = TrtBuildConfig(onnx_path, batch=batch, dims=dims,
+    dims = DETECT_DIMS if spec.task == "detect" else {}
+    cfg = TrtBuildConfig(onnx_path, batch=batch, dims=dims, workspace_gb=workspace_gb,
                          timing_cache=timing_cache_path(cache_root()))
     plan_path = onnx_path.with_suffix(".plan")
     print("equivalent: " + trtexec_command(cfg, spec, plan_path))

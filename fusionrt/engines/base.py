@@ -113,6 +113,12 @@ class Engine(ABC):
         """(can run ``artifact`` here without extra packages, reason if not). Must not raise."""
         return cls.available()
 
+    @classmethod
+    def precision_refusal(cls, precision: str) -> str | None:
+        """Why this engine can never run a ``precision`` artifact (e.g. a library without INT8
+        activations), in the house form; None when it can. Checked before anything is built."""
+        return None
+
     # -- products --------------------------------------------------------------
     @classmethod
     def needs(cls, artifact: Artifact, config: EngineConfig) -> str | None:

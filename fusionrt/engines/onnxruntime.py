@@ -96,6 +96,7 @@ class OrtCudaEngine(OrtCpuEngine):
     name = "ort-cuda"
     devices = ("cuda",)
     accepts_stream = True  # options["stream"]: ORT's kernels go on the caller's CUDA stream
+    cuda_graphs = True  # options["cuda_graph"]: tensor feeds (IOBinding) only
     provider = "CUDAExecutionProvider"
 
     @classmethod
@@ -124,8 +125,12 @@ class OrtCudaEngine(OrtCpuEngine):
             "cudnn_conv_use_max_workspace": "1",
             "do_copy_in_default_stream": "1",
         }
-        if o.get("cuda_graph"):
+        if self._graph_wanted():
             opts["enable_cuda_graph"] = "1"
+        if o.get("prefer_nhwc"):  # NHWC convolutions (tensor-core layout for FP16)
+            opts["prefer_nhwc"] = "1"
+        if "tf32" in o:  # ORT's own default is TF32 on
+            opts["use_tf32"] = "1" if o["tf32"] else "0"
         if o.get("stream") is not None:  # share the caller's torch stream: no cross-stream syncs
             opts["user_compute_stream"] = str(o["stream"])
         return opts
@@ -133,8 +138,21 @@ class OrtCudaEngine(OrtCpuEngine):
     def _provider_list(self) -> list:
         return [(self.provider, self._cuda_options()), "CPUExecutionProvider"]
 
+    def _graph_wanted(self) -> bool:
+        return bool(self.config.options.get("cuda_graph")) and not getattr(
+            self, "graph_refused", None)
+
     def _load(self) -> None:
-        super()._load()
+        try:
+            super()._load()
+        except EngineError as e:
+            if not self._graph_wanted():
+                raise
+            # ORT refuses a CUDA graph when any node is placed on the CPU: run without one
+            self.graph_refused = str(e).splitlines()[0][-300:]
+            log.warning("engine '%s' | model '%s': CUDA graph refused by ONNX Runtime, running "
+                        "without one (%s)", self.name, self.spec.name, self.graph_refused)
+            super()._load()
         used = self.session.get_providers()
         if self.provider not in used:
             raise EngineError(f"engine '{self.name}' | ONNX Runtime did not enable {self.provider} "
@@ -143,18 +161,26 @@ class OrtCudaEngine(OrtCpuEngine):
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         first = next(iter(feeds.values()))
         if isinstance(first, np.ndarray):
-            return super()._run(feeds)
+            if not self._graph_wanted():
+                return super()._run(feeds)
+            # a captured graph reads bound device buffers: numpy in, through them, numpy out
+            import torch
+            dev = f"cuda:{self._device_id()}"
+            out = self._run_bound({k: torch.from_numpy(np.ascontiguousarray(v)).to(dev)
+                                   for k, v in feeds.items()})
+            return {k: v.cpu().numpy() for k, v in out.items()}
         return self._run_bound(feeds)
 
     def _run_bound(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """IOBinding on torch CUDA tensors: inputs and outputs stay in device memory.
 
-        With ``cuda_graph`` ORT captures the first run and replays it on later runs, reading and
-        writing the *same addresses*: so inputs are copied into persistent buffers bound once per
-        shape, and outputs are cloned out of persistent buffers.
+        With ``cuda_graph`` ORT captures the first run of each input shape (its own
+        ``gpu_graph_id``) and replays it on later runs, reading and writing the *same
+        addresses*: so inputs are copied into persistent buffers bound once per shape, and
+        outputs are cloned out of persistent buffers.
         """
         import torch
-        graph = bool(self.config.options.get("cuda_graph"))
+        graph = self._graph_wanted()
         key = tuple(tuple(feeds[t.name].shape) for t in self.inputs)
         bound = getattr(self, "_bound", {})
         if not graph or key not in bound:
@@ -179,20 +205,21 @@ class OrtCudaEngine(OrtCpuEngine):
                 binding.bind_output(t.name, "cuda", dev_id, np.dtype(t.dtype), tuple(y.shape),
                                     y.data_ptr())
                 outs[t.name] = y
-            if graph:
-                if bound:
-                    raise EngineError(f"engine '{self.name}' | cuda_graph captures one input "
-                                      f"shape; got {key} after {next(iter(bound))}")
-                bound[key] = (binding, ins, outs)
+            run_options = None
+            if graph:  # one captured graph per input shape, told apart by ORT's graph id
+                import onnxruntime as ort
+                run_options = ort.RunOptions()
+                run_options.add_run_config_entry("gpu_graph_id", str(len(bound) + 1))
+                bound[key] = (binding, ins, outs, run_options)
                 self._bound = bound
         else:
-            binding, ins, outs = bound[key]
+            binding, ins, outs, run_options = bound[key]
             for name, buf in ins.items():
                 buf.copy_(feeds[name])
         # ORT reads inputs on its own stream unless user_compute_stream is set: order it.
         if self.config.options.get("stream") is None:
             torch.cuda.current_stream().synchronize()
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, run_options)
         if graph:
             return {k: v.clone() for k, v in outs.items()}
         return outs
@@ -226,6 +253,7 @@ class OrtTensorrtEngine(OrtCudaEngine):
     name = "ort-trt"
     provider = "TensorrtExecutionProvider"
     fixed_batch_profile = True
+    cuda_graphs = False  # the TensorRT EP has its own graph option; not wired here
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -15,6 +15,8 @@ _ENGINES: dict[str, str] = {
     "torch": "fusionrt.engines.torch_eager:TorchEngine",
     "torch-compile": "fusionrt.engines.torch_compile:TorchCompileEngine",
     "trt": "fusionrt.engines.tensorrt:TensorrtEngine",
+    "trt-rtx": "fusionrt.engines.tensorrt_rtx:TensorrtRtxEngine",
+    "ort-trt-rtx": "fusionrt.engines.ort_trt_rtx:OrtTrtRtxEngine",
 }
 
 #: The FP32 reference (ONNX Runtime CPU: exact FP32 kernels, independent of the GPU stack) that

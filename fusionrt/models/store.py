@@ -261,7 +261,8 @@ class ModelStore:
             return Artifact(spec, syn, pt if pt.is_file() else None, synthetic=True)
         hint = f"fusionrt models pull {name}"
         if syn.is_file():
-            hint += " (a synthetic copy exists; it is used only when asked for)"
+            hint += (" (a synthetic random-weight copy is installed: --allow-synthetic uses it, "
+                     "for tests and speed work only)")
         raise ModelError(f"model '{name}' | not installed; run: {hint}")
 
     def path(self, name: str) -> Path:

@@ -64,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="generator precision, on engines that support it (default fp32)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                   help="refuse images larger than N pixels, checked from the header before "
-                        f"decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; 0 = no limit)")
+                   help="refuse images and video frames larger than N pixels, checked from the "
+                        f"header before decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; "
+                        "0 = no limit)")
     p.set_defaults(func=run_swap)
 
 
@@ -125,6 +126,9 @@ def run_swap(args: argparse.Namespace) -> int:
     reference = (read_image(args.reference, role="reference", max_pixels=limit)
                  if args.reference else None)
     target_img = None if video else read_image(args.target, role="target", max_pixels=limit)
+    if video:  # from the stream header, before any model loads
+        from .video.io import check_frame_pixels
+        check_frame_pixels(target_path, limit)
 
     t0 = time.perf_counter()
     with FaceSwapper.open(settings) as swapper:
@@ -151,9 +155,11 @@ def run_swap(args: argparse.Namespace) -> int:
 
 def _swap_video(swapper: FaceSwapper, args: argparse.Namespace, out_path: Path):
     from .video.loop import VideoConfig, transcode
+    limit = getattr(args, "max_pixels", MAX_PIXELS)
     config = VideoConfig(batch=int(getattr(args, "batch", 16)), crf=args.crf,
                          preset=getattr(args, "preset", "veryfast"),
-                         encoders=int(getattr(args, "encoders", 0)), progress=True)
+                         encoders=int(getattr(args, "encoders", 0)), progress=True,
+                         max_pixels=limit if limit and limit > 0 else None)
     return transcode(args.target, out_path, swapper.frame_stage(config.batch), config)
 
 

@@ -33,7 +33,9 @@ def _header_pixels(p: Path) -> tuple[str, int] | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # only the size is read here: Pillow's warnings about a damaged file (bombs, corrupt
+            # EXIF, TIFF tags past the end) would reach the user as stray lines; OpenCV decides
+            warnings.simplefilter("ignore")
             with Image.open(p) as im:
                 w, h = im.size
         return f"{w}x{h}", w * h

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from ..engines.base import EngineConfig
+from ..engines.base import BatchProfile, EngineConfig
 from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
 from ..errors import EngineError, InputError, ModelError
 from ..models.spec import Artifact
@@ -46,6 +46,15 @@ ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
 # The seed table's speed baselines (bench speedup columns), each at FP32: PyTorch eager and
 # ONNX Runtime CUDA.
 BASELINE_ENGINES = ("torch", "ort-cuda")
+# How FaceFusion runs every model: one ONNX Runtime CUDA session each, frame by frame (the
+# bench's "FaceFusion-style loop" and the video benchmarks' baseline).
+FACEFUSION_ENGINE = "ort-cuda"
+# ``fusionrt bench --preset seed``: the seed table's cells (engine, precision) — its PyTorch and
+# ONNX Runtime FP32 baselines, TensorRT FP32/FP16/INT8 (native; TensorRT-RTX on RTX cards), then
+# fusionrt's own engines as ``fusionrt swap`` runs them.
+SEED_TABLE_CELLS = (("torch", "fp32"), ("ort-cuda", "fp32"), ("trt", "fp32"), ("trt", "fp16"),
+                    ("trt", "int8"), ("trt-rtx", "fp32"), ("trt-rtx", "fp16"),
+                    ("ort-cuda", "fp16"), ("torch", "fp16"), ("torch-compile", "fp16"))
 # --engine default, per device kind: the first engine that can load the stage's artifact.
 # CUDA: the torch engine (CUDA graph, channels-last) for the detector (a native module loaded
 # from its ONNX) and for models with torch weights; ORT CUDA with IOBinding on the compute
@@ -59,10 +68,16 @@ DEFAULT_ENGINES: dict[str, Mapping[str, tuple[str, ...]]] = {
 }
 GRAPH_STAGES = ("detect", "swap")  # static shapes every batch; embed runs rarely, ragged
 
-SYNTHETIC_BANNER = (
-    "\n" + "!" * 78 + "\n"
-    "!! SYNTHETIC WEIGHTS: '{name}' has random weights. Its output is garbage, made only for\n"
-    "!! tests and speed work. For real swaps: fusionrt models pull {name}\n" + "!" * 78)
+
+def synthetic_banner(name: str) -> str:
+    """The warning logged when a stage runs random weights: a frame of ``!`` as wide as its
+    longest line (a long model name widens it rather than overrunning it)."""
+    lines = (f"SYNTHETIC WEIGHTS: '{name}' has random weights.",
+             "Its output is garbage, made only for tests and speed work.",
+             f"For real swaps: fusionrt models pull {name}")
+    inner = max(map(len, lines))
+    bar = "!" * (inner + 6)
+    return "\n".join(["", bar, *(f"!! {line:<{inner}} !!" for line in lines), bar])
 
 
 @dataclass(frozen=True)
@@ -78,13 +93,14 @@ class StagePlan:
     options: Mapping[str, Any]
     reason: str
     accepts_stream: bool = False  # the kernels hand it their CUDA stream when they open it
+    batch: BatchProfile = BatchProfile()  # opt = the items per call this stage runs
 
     @property
     def synthetic(self) -> bool:
         return self.artifact.synthetic
 
     def engine_config(self, **extra: Any) -> EngineConfig:
-        return EngineConfig(device=self.device, precision=self.precision,
+        return EngineConfig(device=self.device, precision=self.precision, batch=self.batch,
                             options={**self.options, **extra})
 
     def describe(self) -> str:
@@ -271,7 +287,7 @@ def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None
     artifacts["detect"] = with_anchor_count(artifacts["detect"], s.det_size)
     for st, art in artifacts.items():
         if art.synthetic:
-            log.warning(SYNTHETIC_BANNER.format(name=models[st]))
+            log.warning(synthetic_banner(models[st]))
 
     choices: dict[str, tuple[str, str]] = {}
     for st in artifacts:
@@ -284,7 +300,8 @@ def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None
         candidates = [n for n in engine_names() if _measurable(n, kind)]
         choices.update(choose_measured({st: artifacts[st] for st in auto}, candidates,
                                        REFERENCE_ENGINE, device))
-    stages = {st: _stage(st, models[st], artifacts[st], *choices[st], device, s)
+    stages = {st: _stage(st, models[st], artifacts[st], *choices[st], device, s,
+                         stage_batch(st, kernels, s))
               for st in STAGES if st in artifacts}
     return Plan(s, device, kernels, swapper, stages)
 
@@ -310,13 +327,18 @@ def _default_engine(stage: str, artifact: Artifact, kind: str) -> tuple[str, str
                       f"'{artifact.spec.name}': {'; '.join(refused)}")
 
 
-def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,
-           s: PipelineConfig) -> StagePlan:
-    cls = get_engine(engine)
-    if not cls.runs_on(device):
-        can = [n for n in engine_names() if get_engine(n).runs_on(device)]
-        raise EngineError(f"engine '{engine}' | runs on {', '.join(cls.devices)}; --device "
-                          f"{device} needs one of: {', '.join(can)} (or --engine default)")
+def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, batch: int = 1,
+                        precision: str | None = None) -> EngineConfig:
+    """The engine settings a stage runs with for ``batch`` items per call: the one place they
+    are chosen, from the engine's declared capabilities. ``plan_stages`` uses it for every
+    path and ``fusionrt bench`` for every row, so the bench times what ``fusionrt swap`` runs.
+
+    On CUDA: a CUDA graph for the static-shape stages (detector, generator) on engines that can
+    capture one (measured on the H200: SimSwap-256 ORT CUDA FP16 bs1 5.7 → 2.5 ms, torch eager
+    launch-bound without it), channels-last for the torch engines; the batch profile's ``opt``
+    is the batch the stage runs (torch-compile picks its layer rewrites by it, TensorRT its
+    kernels). ``precision`` (bench rows) overrides the settings' precision rule.
+    """
     cuda = device_kind(device) == "cuda"
     options: dict[str, Any] = {}
     if s.threads:
@@ -329,7 +351,27 @@ def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str,
         options["channels_last"] = True
     if cuda and cls.cuda_graphs:
         options["cuda_graph"] = bool(s.cuda_graphs) and stage in GRAPH_STAGES
-    precision = s.precision if stage == "swap" and s.precision in ("fp16", "bf16") \
-        and s.precision in cls.precisions else "fp32"
-    return StagePlan(stage, model, artifact, engine, device, precision, options, reason,
-                     accepts_stream=bool(cuda and cls.accepts_stream))
+    if precision is None:
+        precision = s.precision if stage == "swap" and s.precision in ("fp16", "bf16") \
+            and s.precision in cls.precisions else "fp32"
+    return EngineConfig(device=device, precision=precision,
+                        batch=BatchProfile(1, batch, batch), options=options)
+
+
+def stage_batch(stage: str, kernels: str, s: PipelineConfig) -> int:
+    """Items per engine call: the device kernels batch generator crops (``gen_batch``, padded
+    to it for the CUDA graph); everything else runs one frame or one face at a time."""
+    return s.gen_batch if stage == "swap" and kernels == "device" else 1
+
+
+def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,
+           s: PipelineConfig, batch: int = 1) -> StagePlan:
+    cls = get_engine(engine)
+    if not cls.runs_on(device):
+        can = [n for n in engine_names() if get_engine(n).runs_on(device)]
+        raise EngineError(f"engine '{engine}' | runs on {', '.join(cls.devices)}; --device "
+                          f"{device} needs one of: {', '.join(can)} (or --engine default)")
+    config = stage_engine_config(cls, stage, device, s, batch)
+    return StagePlan(stage, model, artifact, engine, device, config.precision, config.options,
+                     reason, accepts_stream=bool(device_kind(device) == "cuda"
+                                                 and cls.accepts_stream), batch=config.batch)

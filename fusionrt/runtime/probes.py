@@ -1,5 +1,5 @@
-"""Machine probes (driver, GPUs, CUDA, cuDNN, TensorRT, ONNX Runtime and its providers, torch,
-cupy): what ``fusionrt doctor`` reports. Below the engines, so any layer may ask.
+"""Machine probes (driver, GPUs, CUDA, cuDNN, TensorRT, TensorRT-RTX, ONNX Runtime and its
+providers, torch, cupy): what ``fusionrt doctor`` reports. Below the engines, so any layer may ask.
 
 Every probe is optional and never raises: a missing piece is a finding, not a crash.
 """
@@ -21,6 +21,11 @@ PROBE_MODEL = (b'\x08\x07\x12\x08fusionrt:?\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x
                b'\x12\x0e\n\x0c\x08\x01\x12\x08\n\x02\x08\x01\n\x02\x08\x04B\x04\n\x00\x10\r')
 
 NVINFER = "libnvinfer.so.10"
+NVINFER_11 = "libnvinfer.so.11"
+#: The ONNX Runtime release its TensorRT EP needs per TensorRT major version: 1.18 is the first
+#: built against TensorRT 10 (ONNX Runtime's TensorRT EP requirements table); TensorRT 11 removed
+#: APIs the EP called, and NVIDIA's 10.x → 11.x migration notes name ONNX Runtime 1.27+ for it.
+ORT_FOR_TENSORRT = {10: "1.18", 11: "1.27"}
 _SMI_FIELDS = "index,name,driver_version,memory.total,compute_cap"
 
 
@@ -144,7 +149,8 @@ def probe_provider(ort: Any, provider: str, cuda: str | None) -> dict[str, Any]:
         why = "listed but not enabled on a test session"
     except Exception as e:
         why = f"listed but a test session failed ({error_text(e)[:200]})"
-    if provider == "TensorrtExecutionProvider" and not _library_loadable(NVINFER):
+    if provider == "TensorrtExecutionProvider" and not (_library_loadable(NVINFER)
+                                                         or _library_loadable(NVINFER_11)):
         why = f"TensorRT EP listed but {NVINFER} not found: {tensorrt_pip_hint(cuda)}"
     elif provider == "CUDAExecutionProvider":
         why += ("; needs an NVIDIA GPU and CUDA 12 + cuDNN 9 libraries: "
@@ -172,14 +178,70 @@ def probe_onnxruntime(cuda: str | None) -> dict[str, Any]:
     return o
 
 
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def _older(version: str | None, than: str) -> bool:
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in v.split(".")[:2])
+    return version is not None and key(version) < key(than)
+
+
+def ort_ep_needs(tensorrt_version: str | None, ort_version: str | None) -> str | None:
+    """What ONNX Runtime's TensorRT EP needs for this TensorRT ("onnxruntime-gpu >= 1.27"), and
+    whether the installed ONNX Runtime is too old; None when TensorRT is absent."""
+    major = _major(tensorrt_version)
+    if major is None:
+        return None
+    need = ORT_FOR_TENSORRT.get(major)
+    if need is None:
+        return f"unknown for TensorRT {major} (known: " + ", ".join(
+            f"TensorRT {k}: onnxruntime-gpu >= {v}" for k, v in ORT_FOR_TENSORRT.items()) + ")"
+    text = f"onnxruntime-gpu >= {need}"
+    if _older(ort_version, need):
+        text += f" (installed onnxruntime {ort_version} is older: its TensorRT EP cannot use it)"
+    return text
+
+
 def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
+    """Full TensorRT: version, major version (10 or 11) and the ONNX Runtime its EP needs."""
+    out: dict[str, Any] = {"version": None, "major": None, "ort_ep_needs": None, "error": None}
     try:
         import tensorrt  # noqa: F401
-        return {"version": library_version("tensorrt"), "error": None}
     except ImportError:
-        return {"version": None, "error": f"not installed: {tensorrt_pip_hint(cuda)}"}
+        out["error"] = f"not installed: {tensorrt_pip_hint(cuda)}"
+        return out
     except Exception as e:
-        return {"version": None, "error": f"import failed ({error_text(e)}): {tensorrt_pip_hint(cuda)}"}
+        out["error"] = f"import failed ({error_text(e)}): {tensorrt_pip_hint(cuda)}"
+        return out
+    out["version"] = library_version("tensorrt")
+    out["major"] = _major(out["version"])
+    out["ort_ep_needs"] = ort_ep_needs(out["version"], library_version("onnxruntime"))
+    return out
+
+
+def probe_tensorrt_rtx() -> dict[str, Any]:
+    """TensorRT for RTX: version and the archs it can build plans for (its ComputeCapability
+    targets, e.g. sm86); whether a GPU here can run them is the engine's to say."""
+    out: dict[str, Any] = {"version": None, "build_archs": [], "error": None}
+    hint = "pip install 'fusionrt[trt-rtx]' (tensorrt-rtx-cu13)"
+    try:
+        import tensorrt_rtx as trt
+    except ImportError:
+        out["error"] = f"not installed: {hint}"
+        return out
+    except Exception as e:
+        out["error"] = f"import failed ({error_text(e)}): {hint}"
+        return out
+    out["version"] = library_version("tensorrt_rtx")
+    names = [m for m in dir(getattr(trt, "ComputeCapability", object))
+             if m.startswith("SM") and m[2:].isdigit()]
+    out["build_archs"] = [m.lower() for m in sorted(names, key=lambda m: int(m[2:]))]
+    return out
 
 
 def probe_cupy() -> str | None:

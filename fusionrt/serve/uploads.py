@@ -22,22 +22,35 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+# As pipeline.image_io.read_image: IMREAD_COLOR turns the image upright by its EXIF orientation
+# (IMREAD_UNCHANGED does not: phone photos came out sideways) and gives BGR for grey and alpha
+# images; ANYDEPTH keeps 16-bit, scaled to 8-bit below.
+IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 
 
-class ApiError(Exception):
+try:  # an HTTPException, so FastAPI's body parsing passes one raised while reading through
+    from starlette.exceptions import HTTPException as _HTTPError
+except ImportError:  # no FastAPI: create_app says which extra to install
+    _HTTPError = Exception
+
+
+class ApiError(_HTTPError):
     """An HTTP error with a message for the client."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status, self.message, self.headers = status, message, headers or {}
 
+    def __str__(self) -> str:
+        return self.message
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
 def too_large(field: str, size: int, limit: int) -> ApiError:
-    return ApiError(413, f"upload '{field}' | {_mb(size)}; expected at most {_mb(limit)}")
+    return ApiError(413, f"upload '{field}' | {mb(size)}; expected at most {mb(limit)}")
 
 
 async def read_limited(upload, field: str, limit: int) -> bytes:
@@ -77,6 +90,9 @@ def _header_size(data: bytes, field: str) -> tuple[int, int] | None:
         with Image.open(io.BytesIO(data)) as im:
             size = im.size
             im.verify()
+    except Image.UnidentifiedImageError:  # its message is a repr of our BytesIO
+        raise ApiError(400, f"upload '{field}' | not an image format Pillow knows; expected "
+                            "PNG/JPEG/BMP/WebP/TIFF") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
         raise ApiError(400, f"upload '{field}' | not a valid image ({type(e).__name__}: "
                             f"{e}); expected an intact PNG/JPEG/BMP/WebP/TIFF") from None
@@ -84,7 +100,8 @@ def _header_size(data: bytes, field: str) -> tuple[int, int] | None:
 
 
 def decode_image(data: bytes, field: str, max_side: int) -> np.ndarray:
-    """Bytes → BGR uint8 (H, W, 3); 400 for corrupt/unsupported files, 422 for oversize ones."""
+    """Bytes → BGR uint8 (H, W, 3), upright by its EXIF orientation; 400 for corrupt or
+    unsupported files, 422 for oversize ones."""
     size = _header_size(data, field)
     if size is not None and max(size) > max_side:
         raise ApiError(422, f"image '{field}' | {size[0]}x{size[1]} pixels; expected at most "
@@ -93,7 +110,10 @@ def decode_image(data: bytes, field: str, max_side: int) -> np.ndarray:
         # OpenCV decodes a cut-off JPEG with a grey bottom and only a warning
         raise ApiError(400, f"upload '{field}' | JPEG is truncated (no end marker); "
                             "expected a complete file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), IMREAD_FLAGS)
+    except cv2.error:  # e.g. over OpenCV's own size cap
+        img = None
     if img is None or img.size == 0:
         raise ApiError(400, f"upload '{field}' | not a decodable image; expected "
                             "PNG/JPEG/BMP/WebP/TIFF")
@@ -105,10 +125,6 @@ def decode_image(data: bytes, field: str, max_side: int) -> np.ndarray:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ApiError(422, f"image '{field}' | pixel type {img.dtype}; expected 8- or 16-bit")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     if min(h, w) < 16:
         raise ApiError(422, f"image '{field}' | {w}x{h} pixels; expected at least 16 per side")
     return np.ascontiguousarray(img)

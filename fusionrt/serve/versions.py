@@ -73,6 +73,7 @@ class ModelVersion:
                                      settings.max_delay_ms, size, **hooks)
         self.stages = swapper.describe()
         self._inflight = 0
+        self._jobs = 0  # of _inflight: video jobs, which may run far longer than a request
         self._idle = threading.Condition()
         self.closed = False
 
@@ -81,28 +82,38 @@ class ModelVersion:
         return self.swapper.settings
 
     # -- reference counting (reload drains old versions) -------------------------
-    def acquire(self) -> None:
+    def acquire(self, job: bool = False) -> None:
         with self._idle:
             self._inflight += 1
+            self._jobs += job
 
-    def release(self) -> None:
+    def release(self, job: bool = False) -> None:
         with self._idle:
             self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.notify_all()
+            self._jobs -= job
+            self._idle.notify_all()
 
     @property
     def inflight(self) -> int:
         return self._inflight
 
-    def drain_and_close(self, timeout: float = 600.0) -> None:
-        """Wait for every request and job using this version, then free its engines."""
+    def drain_and_close(self, timeout: float = 600.0, job_timeout: float | None = None) -> None:
+        """Wait for every request and job using this version, then free its engines.
+
+        Args:
+            timeout: longest wait for requests (seconds).
+            job_timeout: longest wait for video jobs (default ``timeout``). A reload passes the
+                job time limit: a job keeps the version it started on to its end, and closing
+                the batchers under it would fail it ("batcher 'detect' | closed").
+        """
+        job_timeout = timeout if job_timeout is None else job_timeout
         with self._idle:
-            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+            self._idle.wait_for(lambda: self._inflight == self._jobs, timeout)
+            self._idle.wait_for(lambda: self._jobs == 0, job_timeout)
             left = self._inflight
         if left:
             log.warning("version %s | %d users still active after %.0f s; closing anyway",
-                        self.version, left, timeout)
+                        self.version, left, max(timeout, job_timeout))
         self.detect_q.close()
         self.swap_q.close()
         self.swapper.close()

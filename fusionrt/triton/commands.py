@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EngineError, InputError
-from .server import add_server_args
+from .server import add_delay_arg, add_server_args, delay_us
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
     p.add_argument("--swapper", default="inswapper_128")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-queue-delay-us", type=int, default=2000)
+    add_delay_arg(p, "--max-queue-delay-us")
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")
     p.add_argument("--det-size", type=int, default=640)
@@ -83,7 +83,7 @@ def _notify_args(p) -> None:
 def cmd_repo(args: argparse.Namespace) -> int:
     from .repository import RepoOptions, write_repository
     o = RepoOptions(args.precision, args.backend, args.swapper, args.allow_synthetic,
-                    args.max_batch, args.max_queue_delay_us, args.instances,
+                    args.max_batch, delay_us(args.max_delay_ms), args.instances,
                     "KIND_GPU" if args.kind == "gpu" else "KIND_CPU", args.det_size,
                     tuple(c.strip() for c in args.cc.split(",") if c.strip()), args.calibration)
     r = write_repository(args.out, o)
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cmd = [triton_python(), "-m", "fusionrt.triton.server", "--repo", str(args.repo.resolve()),
            "--http-port", str(args.http_port), "--grpc-port", str(args.grpc_port),
            "--metrics-port", str(args.metrics_port), "--max-batch", str(args.max_batch),
-           "--max-delay-us", str(args.max_delay_us)]
+           "--max-delay-ms", str(args.max_delay_ms)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     print(f"Triton (PyTriton) on 127.0.0.1: http {args.http_port}, grpc {args.grpc_port}, "

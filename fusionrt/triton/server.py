@@ -177,7 +177,32 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-delay-us", type=int, default=2000)
+    add_delay_arg(p, "--max-delay-us")
+
+
+def _delay_ms(text: str) -> float:
+    ms = float(text)
+    if not ms >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"got '{text}'; expected milliseconds >= 0")
+    return ms
+
+
+def _us_as_ms(text: str) -> float:
+    return _delay_ms(text) / 1000.0
+
+
+def add_delay_arg(p: argparse.ArgumentParser, old: str, default_ms: float = 2.0) -> None:
+    """``--max-delay-ms``, the spelling ``fusionrt serve`` uses too; ``old``, the microseconds
+    flag these commands had, still works (hidden). Triton's batcher counts microseconds:
+    ``delay_us`` converts."""
+    p.add_argument("--max-delay-ms", type=_delay_ms, default=default_ms,
+                   help="longest wait of Triton's dynamic batcher for a batch to fill, in ms")
+    p.add_argument(old, type=_us_as_ms, dest="max_delay_ms", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+
+
+def delay_us(ms: float) -> int:
+    return int(round(ms * 1000))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     add_server_args(p)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(a.repo, a.http_port, a.grpc_port, a.metrics_port, a.max_batch, a.max_delay_us)
+    serve(a.repo, a.http_port, a.grpc_port, a.metrics_port, a.max_batch, delay_us(a.max_delay_ms))
     return 0
 
 

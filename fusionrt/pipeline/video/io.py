@@ -24,6 +24,8 @@ import numpy as np
 from av.error import FFmpegError
 
 from ...errors import InputError, OutputError
+from ..image_io import MAX_PIXELS
+from .orient import display_rotation, upright, upright_size
 
 if TYPE_CHECKING:
     from .loop import VideoStats
@@ -45,7 +47,9 @@ DONE = object()        # end-of-stream marker passed down the queues
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What ``probe`` finds in a video file."""
+    """What ``probe`` finds in a video file. ``width``/``height`` are the upright frame size
+    (what the readers yield), after ``rotation``: the counter-clockwise degrees the file's
+    display rotation asks for (0, 90, 180 or 270; phone videos)."""
 
     width: int
     height: int
@@ -56,6 +60,7 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None = None
     audio_rate: int | None = None
+    rotation: int = 0
 
 
 def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
@@ -72,6 +77,30 @@ def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
         container.close()
         raise InputError(f"video '{p}' | is {kind}; expected a video file")
     return container, container.streams.video[0]
+
+
+def _check_pixels(path: str | os.PathLike, width: int, height: int,
+                  max_pixels: int | None) -> None:
+    """The images' pixel budget (``image_io.MAX_PIXELS``, ``--max-pixels``) on one frame, from
+    the stream header: a small file can declare frames that decode to gigabytes each."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError(f"video '{path}' | frames of {width}x{height} are over the limit of "
+                         f"{max_pixels} pixels; raise it with --max-pixels N if this video is "
+                         "meant")
+
+
+def check_frame_pixels(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> None:
+    """Refuse a video whose frames are over ``max_pixels`` (None: no limit), from the header:
+    nothing is decoded, so a front end can check before it loads models.
+
+    Raises:
+        InputError: not a readable video, or frames over the budget.
+    """
+    container, stream = _open_input(path)
+    try:
+        _check_pixels(path, stream.codec_context.width, stream.codec_context.height, max_pixels)
+    finally:
+        container.close()
 
 
 def why(e: BaseException) -> str:
@@ -110,7 +139,13 @@ def _cut_short(path: str | os.PathLike, container: Any, stream: Any, fps: Fracti
         return None  # counted files are checked by _truncated
     tb, frame_s = float(stream.time_base), 1 / float(fps)
     end = last_pts * tb + frame_s
+    # The tag is this track's own end time: an intact file ends within a frame of it (1.5 for
+    # a longer last frame). The durations from the start can include other streams (an audio
+    # tail) and a start offset: 3 frames. Both at least 2% (rounded tags of long files). A flat
+    # 0.1 s floor let a 10 fps clip lose 3 of its 8 frames (the reader fuzz test's finding).
+    slack = 1.5 * frame_s
     if (expected := _duration_tag(stream)) is None:
+        slack = 3 * frame_s
         start = (first_pts or 0) * tb
         end -= start
         if stream.duration:
@@ -119,7 +154,7 @@ def _cut_short(path: str | os.PathLike, container: Any, stream: Any, fps: Fracti
             expected = container.duration / av.time_base
         else:
             return None
-    if expected - end > max(3 * frame_s, 0.1, 0.02 * expected):
+    if expected - end > max(slack, 0.02 * expected):
         return InputError(f"video '{path}' | ends at {end:.2f} s of {expected:.2f} s; "
                           "expected an intact (not truncated) video")
     return None
@@ -168,11 +203,19 @@ def _frame_rate(stream: Any, path: str | os.PathLike) -> Fraction:
     return Fraction(rate)
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read size, rate, frame count (demuxed and counted when the container does not say) and audio."""
+def probe(path: str | os.PathLike, max_pixels: int | None = None) -> VideoInfo:
+    """Read the upright size, rate, frame count (demuxed and counted when the container does not
+    say), audio and display rotation; with ``max_pixels``, refuse larger frames first.
+
+    Raises:
+        InputError: missing, not a video, unreadable, or frames over ``max_pixels``.
+    """
     container, stream = _open_input(path)
     try:
         cc = stream.codec_context
+        _check_pixels(path, cc.width, cc.height, max_pixels)
+        rotation = display_rotation(path, stream)
+        width, height = upright_size(cc.width, cc.height, rotation)
         fps = _frame_rate(stream, path)
         frames = stream.frames
         if not frames:  # e.g. Matroska stores no count: count the video packets (no decoding needed)
@@ -185,10 +228,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             duration = frames / float(fps)
         audio = container.streams.audio[0] if container.streams.audio else None
         return VideoInfo(
-            width=cc.width, height=cc.height, fps=fps, frames=frames, duration=duration,
+            width=width, height=height, fps=fps, frames=frames, duration=duration,
             codec=cc.name, has_audio=audio is not None,
             audio_codec=audio.codec_context.name if audio else None,
-            audio_rate=audio.codec_context.sample_rate if audio else None)
+            audio_rate=audio.codec_context.sample_rate if audio else None, rotation=rotation)
     except FFmpegError as e:
         raise InputError(f"video '{path}' | unreadable ({why(e)}); expected a valid video file") from None
     finally:
@@ -202,20 +245,23 @@ def to_bgr(frame: Any) -> Frame:
     return arr if arr.flags.writeable else arr.copy()
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
-    """Yield the video's frames in presentation order as BGR uint8 (H, W, 3) arrays.
+def iter_frames(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Iterator[Frame]:
+    """Yield the video's frames in presentation order as upright BGR uint8 (H, W, 3) arrays
+    (turned by the file's display rotation).
 
     Raises:
-        InputError: decoding failed mid-file, or the file ends before the frames its index
-            promises (checked while the container is open: PyAV >= 19 refuses to read a
-            closed container's streams).
+        InputError: frames over ``max_pixels`` (None: no limit), decoding failed mid-file, or
+            the file ends before the frames its index promises (checked while the container is
+            open: PyAV >= 19 refuses to read a closed container's streams).
     """
     container, stream = _open_input(path)
-    stream.codec_context.thread_type = "AUTO"
-    promised = stream.frames
     n = packets = 0
     first_pts = last_pts = None
     try:
+        _check_pixels(path, stream.codec_context.width, stream.codec_context.height, max_pixels)
+        rotation = display_rotation(path, stream)
+        stream.codec_context.thread_type = "AUTO"
+        promised = stream.frames
         for packet in container.demux(stream):
             packets += packet.size > 0
             if packet.size and packet.pts is not None:
@@ -223,7 +269,7 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Frame]:
                 last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
             for frame in packet.decode():
                 n += 1
-                yield to_bgr(frame)
+                yield upright(frame, rotation, "bgr24") if rotation else to_bgr(frame)
         if (err := _truncated(path, promised, packets)) is not None:
             raise err
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -250,19 +296,25 @@ def _check_destination(dst: Path) -> str:
     return fmt
 
 
-def prepare_transcode(src: Path, dst: Path) -> tuple[Any, Any, str, Fraction, int, int, Path]:
+def prepare_transcode(src: Path, dst: Path, max_pixels: int | None = MAX_PIXELS
+                      ) -> tuple[Any, Any, str, Fraction, int, int, Path, int]:
     """Everything that can fail before the first frame is decoded: the destination's container,
-    the input's video stream and rate, an even frame size (yuv420p), and the temp file beside
-    ``dst`` (same folder, so ``os.replace`` is an atomic rename).
+    the input's video stream and rate, the pixel budget, an even frame size (yuv420p), and the
+    temp file beside ``dst`` (same folder, so ``os.replace`` is an atomic rename).
 
-    Returns (input container, video stream, output format, fps, width, height, temp path); the
-    caller owns the input container and the temp file. On error nothing is left open or behind.
+    Returns (input container, video stream, output format, fps, width, height, temp path,
+    rotation): width and height are upright, after ``rotation`` (counter-clockwise degrees the
+    decoded frames must be turned, ``orient.upright``). The caller owns the input container and
+    the temp file. On error nothing is left open or behind.
     """
     fmt = _check_destination(dst)
     inp, v_in = _open_input(src)
     try:
         fps = _frame_rate(v_in, src)
-        width, height = v_in.codec_context.width, v_in.codec_context.height
+        _check_pixels(src, v_in.codec_context.width, v_in.codec_context.height, max_pixels)
+        rotation = display_rotation(src, v_in)
+        width, height = upright_size(v_in.codec_context.width, v_in.codec_context.height,
+                                     rotation)
         if width % 2 or height % 2:
             raise OutputError(f"output '{dst}' | input size {width}x{height} has an odd side; "
                               "yuv420p needs even width and height")
@@ -275,7 +327,7 @@ def prepare_transcode(src: Path, dst: Path) -> tuple[Any, Any, str, Fraction, in
     except BaseException:
         inp.close()
         raise
-    return inp, v_in, fmt, fps, width, height, tmp
+    return inp, v_in, fmt, fps, width, height, tmp, rotation
 
 
 def close_quietly(container: Any) -> None:

@@ -37,8 +37,10 @@ import numpy as np
 
 from .encode import VideoSink, encoder_options, open_output
 from .io import DONE, close_quietly, demux_decode, get, prepare_transcode, put
+from .orient import upright
 from .threads import Failure, join_all, spawn, timed_get, timed_put
 from ..device.timing import Waits
+from ..image_io import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class VideoConfig:
     switch_interval_s: float | None = 0.0005
     cores: int = 0              # CPU cores for decoder/encoder threads; 0 = this process's share
     #                             (the decoder then takes FFmpeg's own count, also affinity-based)
+    max_pixels: int | None = MAX_PIXELS  # per frame, from the header (None: no limit)
 
     def check(self) -> None:
         if self.batch < 1 or self.queue_batches < 1 or self.encoders < 0 or self.segment_frames < 1:
@@ -213,22 +216,24 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, stage: FrameStage,
     cfg = config or VideoConfig()
     cfg.check()
     src, dst = Path(src), Path(dst)
-    inp, v_in, fmt, fps, width, height, tmp = prepare_transcode(src, dst)
+    inp, v_in, fmt, fps, width, height, tmp, rotation = prepare_transcode(src, dst,
+                                                                         cfg.max_pixels)
     try:
-        stats = _run(inp, v_in, fps, width, height, src, dst, tmp, fmt, stage, cfg)
+        stats = _run(inp, v_in, fps, width, height, src, dst, tmp, fmt, stage, cfg, rotation)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         close_quietly(inp)
-    log.info("wrote %s: %d frames in %.1f s (%.1f frames/s)", dst, stats.frames, stats.seconds,
-             stats.fps)
+    # debug: the front end reports what it wrote (``fusionrt swap`` prints one "wrote" line)
+    log.debug("wrote %s: %d frames in %.1f s (%.1f frames/s)", dst, stats.frames, stats.seconds,
+              stats.fps)
     return stats
 
 
 def _run(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fmt: str,
-         stage: FrameStage, cfg: VideoConfig) -> VideoStats:
+         stage: FrameStage, cfg: VideoConfig, rotation: int = 0) -> VideoStats:
     a_in = inp.streams.audio[0] if inp.streams.audio else None
     cores = cfg.cores or available_cores()
     v_in.codec_context.thread_type = "AUTO"
@@ -250,8 +255,12 @@ def _run(inp, v_in, fps, width, height, src: Path, dst: Path, tmp: Path, fmt: st
         raise
     frames_q: queue.Queue = queue.Queue(maxsize=cfg.batch * cfg.queue_batches)
 
+    # a phone video's frames turned upright in the decode thread, as arrays in the stage's
+    # format (both stages take arrays as well as av.VideoFrames); the output has no rotation
+    turn = (lambda f: upright(f, rotation, stage.frame_format)) if rotation else None
+
     def decode() -> None:
-        for kind, item, pts in demux_decode(inp, v_in, a_in, fps, src):
+        for kind, item, pts in demux_decode(inp, v_in, a_in, fps, src, convert=turn):
             if kind == "a":
                 sink.put_audio(item)
             elif not timed_put(frames_q, (item, pts), stop, waits, "decode"):

@@ -36,9 +36,10 @@ def _script():
 
 @pytest.fixture(scope="module")
 def simswap():
+    from fusionrt.builders.synth import ensure_synthetic
     from fusionrt.models.store import ModelStore
     store = ModelStore()
-    store.ensure_synthetic(["simswap_256"])
+    ensure_synthetic(store, ["simswap_256"])
     return store.resolve("simswap_256", allow_synthetic=True)
 
 
@@ -49,23 +50,29 @@ def test_bench_row_matches_the_step_script(simswap, tmp_path):
     script = _script()
     label, engine, prec, opts, _ = next(s for s in script.STEPS
                                         if s[0].startswith("step 28 in Inductor's default mode"))
-    step = script.measure_step(engine, simswap, prec, opts, 1, runs=50,
-                               timer=CudaEventTimer("cuda"))
     cfg = BenchConfig(engines=("torch-compile",), precisions=("fp16",), batches=(1,),
                       stages=("swap256",), device="cuda", allow_synthetic=True, runs=50,
                       warmup=3, load_twice=False)
-    doc = BenchRunner(cfg, progress=False).run()
-    (row,) = doc["rows"]
-    assert row["status"] == "ok", row["reason"]
-    bench_ms, step_ms = row["latency_ms"]["p50"], step["ms"]["p50"]
+    # bs1 is launch-bound and moves ~10% between back-to-back timings on one card, so the two
+    # are timed alternately, twice each, and the best p50 of each is compared
+    step_ms, bench_ms, row = [], [], None
+    for _ in range(2):
+        step = script.measure_step(engine, simswap, prec, opts, 1, runs=50,
+                                   timer=CudaEventTimer("cuda"))
+        step["engine"].close()
+        step_ms.append(step["ms"]["p50"])
+        (row,) = BenchRunner(cfg, progress=False).run()["rows"]
+        assert row["status"] == "ok", row["reason"]
+        bench_ms.append(row["latency_ms"]["p50"])
     record = {"step": label, "step_options": opts, "step_p50_ms": step_ms,
               "bench_p50_ms": bench_ms, "bench_engine_config": row["engine_config"],
-              "ratio": bench_ms / step_ms, "gpu": torch.cuda.get_device_name(0)}
+              "ratio_of_best": min(bench_ms) / min(step_ms),
+              "gpu": torch.cuda.get_device_name(0)}
     out = os.environ.get("OUT")
     if out:  # the device run keeps the figures
         Path(out, "bench_consistency.json").write_text(json.dumps(record, indent=1))
     print(record)
-    assert abs(bench_ms / step_ms - 1.0) <= 0.10, record
+    assert abs(record["ratio_of_best"] - 1.0) <= 0.10, record
 
 
 def test_ort_cuda_graph_per_shape(simswap):

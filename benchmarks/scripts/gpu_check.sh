@@ -15,8 +15,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 python3 -m fusionrt.cli doctor --json > "$OUT/doctor.json" 2>&1
 python3 -m fusionrt.cli doctor 2>&1 | tail -30
 echo "== synthesize full-size models (seeded random weights) into $FUSIONRT_HOME"
-python3 -c "from fusionrt.models.store import ModelStore
-print(ModelStore().ensure_synthetic(['arcface_w600k_r50', 'inswapper_128', 'simswap_256']))"
+python3 -c "from fusionrt.builders.synth import ensure_synthetic
+from fusionrt.models.store import ModelStore
+print(ensure_synthetic(ModelStore(), ['arcface_w600k_r50', 'inswapper_128', 'simswap_256']))"
 echo "== conformance (+$((SECONDS - T0)) s)"
 FUSIONRT_TEST_STORE=$FUSIONRT_HOME FUSIONRT_TEST_DEVICE=cuda FUSIONRT_TEST_WIDTH=1.0 \
   timeout ${CONFORMANCE_S:-300} python3 -m pytest -q -rs -p no:cacheprovider \

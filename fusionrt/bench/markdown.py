@@ -172,6 +172,7 @@ def to_markdown(doc: dict) -> str:
         lines += [f"Preset **{doc['config']['preset']}**"
                   + (f": the whole run took **{wall:.0f} s**, compiles and builds included."
                      if wall is not None else " (partial results)."), ""]
+    lines += [f"- {n}" for n in doc.get("notes") or []] + ([""] if doc.get("notes") else [])
     lines += _best(doc["rows"])
     by_stage = rows_by_stage(doc["rows"])
     for stage, rows in by_stage.items():

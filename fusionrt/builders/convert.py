@@ -25,10 +25,7 @@ def holdout_feeds(spec: ModelSpec, calibration: Path | None) -> tuple[list, list
     """(calibration feeds, held-out feeds, notes)."""
     from .calibrate import load_calibration
     from .export import sample_inputs
-    from .calibrate import DETECT_SIZE
-    # the detector's H and W are symbolic: its gate inputs are the calibration frame size
-    dims = {"H": DETECT_SIZE, "W": DETECT_SIZE} if spec.task == "detect" else None
-    random = [sample_inputs(spec, 1, seed=1000 + i, dims=dims) for i in range(4)]
+    random = [sample_inputs(spec, 1, seed=1000 + i) for i in range(4)]
     if calibration is None:
         return [], random, ["gate inputs: 4 seeded random tensors (no --calibration set "
                             "given), not face crops"]

@@ -56,18 +56,15 @@ def _require_onnx():
     return torch, onnx
 
 
-def sample_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0,
-                  dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+def sample_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random feeds in each input's range: images in [0, 1] when the spec scales by
     1/255 (inswapper), standard-normal when normalised by mean/std, L2-normalised (N, 512)
-    latents for swap ``source`` inputs. ``dims`` gives values for symbolic axes beyond the batch
-    (the detector's H and W)."""
+    latents for swap ``source`` inputs."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in spec.inputs:
-        shape = tuple(batch if i == 0 and isinstance(d, str) else (dims or {}).get(d, d)
-                      for i, d in enumerate(t.shape))
-        if any(isinstance(d, str) for d in shape[1:]):
+        shape = t.with_batch(batch)
+        if any(isinstance(d, str) for d in t.shape[1:]):
             raise ModelError(f"input '{t.name}' | symbolic dims {t.shape_str()} beyond the batch "
                              "axis; export supports only a dynamic batch")
         if len(shape) == 2:  # an id latent: unit length, like the pipeline feeds it

@@ -156,9 +156,15 @@ def table_rows(doc: dict) -> list[list[str]]:
     """The seed's columns for every measured row (model stages, then the video rows)."""
     def n(x, fmt="{:.2f}"):
         return "—" if x is None else fmt.format(x)
-    out = []
+    out, seen = [], set()
     for r in doc["rows"]:
-        if r["status"] != "ok":
+        if r["status"] != "ok":  # one line per cell that did not run, with its reason
+            key = (r["model"], r["engine"], r["precision"])
+            if key not in seen:
+                seen.add(key)
+                why = (r.get("reason") or "").replace("not available on this machine: ", "")
+                out.append([r["model"], label(r), "all", "—", "—", "—", "—", r["status"],
+                            "—", why[:60] + ("…" if len(why) > 60 else "")])
             continue
         lat = r.get("latency_ms") or {}
         sp = r.get("speedup_vs_torch_fp32")

@@ -327,7 +327,10 @@ def create_app(settings: ServeSettings | None = None):
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def get_job(job_id: str):
-        return job_or_404(job_id).to_dict()
+        d = job_or_404(job_id).to_dict()
+        if d.get("error"):  # a job's error text is shown to the client: no server paths
+            d["error"] = clean(d["error"], roots)
+        return d
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"],
              responses={200: {"content": {"video/mp4": {}}}})

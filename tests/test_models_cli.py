@@ -130,3 +130,19 @@ def test_pull_from_url(capsys, model_file, tmp_path, monkeypatch, fusionrt_home)
         httpd.server_close()
     dest = fusionrt_home / "models" / f"{NAME}.onnx"
     assert code == 0 and out.strip() == str(dest) and dest.read_bytes() == model_file.read_bytes()
+
+
+def test_build_allow_synthetic_makes_a_missing_model_first(capsys, fusionrt_home, monkeypatch):
+    """``fusionrt build NAME --allow-synthetic`` on a fresh home: the stand-in is synthesized
+    (here at a tiny width, to keep the test fast), then built; without the flag it is refused."""
+    pytest.importorskip("torch")
+    from fusionrt.builders import synth
+    real = synth.ensure_synthetic
+    monkeypatch.setattr(synth, "ensure_synthetic",
+                        lambda store, names: real(store, names, width=0.0625))
+    assert main(["build", "simswap_256"]) != 0
+    assert "not installed" in capsys.readouterr().err
+    assert main(["build", "simswap_256", "--allow-synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert "simswap_256  not installed: synthesized a random-weight stand-in" in out
+    assert (fusionrt_home / "synthetic" / "simswap_256.onnx").is_file()

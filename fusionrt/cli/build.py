@@ -155,6 +155,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _synthesize_if_missing(model: str) -> None:
+    """``--allow-synthetic`` for one model that is not installed at all: make the full-size
+    random-weight stand-in first (as ``fusionrt models synth`` would), and say so."""
+    from ..errors import FusionError
+    from ..models.store import ModelStore
+    store = ModelStore()
+    try:
+        store.resolve(model, allow_synthetic=True)
+        return
+    except FusionError:
+        pass
+    from ..builders.synth import ensure_synthetic  # needs torch; its error names the extra
+    built = ensure_synthetic(store, [model])
+    print(f"{model}  not installed: synthesized a random-weight stand-in in {built[model]:g} s "
+          f"(speed and build work only)")
+
+
 def _build_model(args, cls, model: str, precision: str, batch, preset) -> None:
     from ..engines.base import EngineConfig
     from ..models.spec import Artifact
@@ -168,6 +185,8 @@ def _build_model(args, cls, model: str, precision: str, batch, preset) -> None:
         raise InputError(f"--profile {preset.name} | {preset.note}: full TensorRT, not a "
                          "TensorRT-RTX target")
     archs = _rtx_archs(args.arch) if kind == TRT_RTX_PLAN else ()  # before the slow part
+    if args.allow_synthetic and not args.all:
+        _synthesize_if_missing(model)
     res = build_artifact(model, precision, calibration=args.calibration,
                          engine=cls.name, method=args.method,
                          allow_synthetic=args.allow_synthetic, out=args.out, report=args.report,

@@ -14,7 +14,8 @@ ASTRONAUT = EXAMPLES / "astronaut.png"
 GRACE_HOPPER = EXAMPLES / "grace_hopper.jpg"
 
 # Reduced widths: same I/O contracts, a few MB each, seconds to build.
-SYNTH_WIDTHS = {"arcface_w600k_r50": 0.0625, "inswapper_128": 0.03, "simswap_256": 0.0625}
+SYNTH_WIDTHS = {"arcface_w600k_r50": 0.0625, "inswapper_128": 0.03, "simswap_256": 0.0625,
+                "crossface_simswap": 1.0, "hyperswap_1a_256": 0.0625}
 
 
 @pytest.fixture(autouse=True)

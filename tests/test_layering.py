@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engines",),
     ("builders",),
     ("pipeline",),
-    ("serve", "triton", "batch", "bench", "doctor"),
+    ("serve", "triton", "batch", "bench", "doctor", "live"),
     ("cli",),
 )
 FRONT_ENDS = LAYERS[-2]  # the one layer whose units may import each other (acyclically)

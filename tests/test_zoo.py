@@ -18,7 +18,7 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_spec_is_well_formed(spec):
-    assert ZOO[spec.name] is spec and spec.task in {"detect", "embed", "swap"}
+    assert ZOO[spec.name] is spec and spec.task in {"detect", "embed", "convert", "swap"}
     assert spec.inputs and spec.outputs and spec.license and spec.source.startswith("https://")
     assert spec.preprocess.channel_order in {"RGB", "BGR"}
     assert all(s > 0 for s in spec.preprocess.std)
@@ -93,8 +93,11 @@ def test_swappers_name_their_embedder_and_output_mapping():
     for spec in SPECS:
         if spec.task == "swap":
             assert get_spec(spec.extra["embedder"]).task == "embed"
-            assert spec.extra["source_transform"] in {"emap", "l2norm"}
+            assert spec.extra["source_transform"] in {"emap", "l2norm", "converter_l2norm",
+                                                      "converter", "image"}
             assert spec.extra["output_denorm"]
+            if spec.extra["source_transform"].startswith("converter"):
+                assert get_spec(spec.extra["converter"]).task == "convert"
 
 
 def test_unknown_name_lists_known_ones():

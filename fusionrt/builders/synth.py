@@ -32,7 +32,10 @@ SYNTH_OPTIONS: dict[str, dict[str, Any]] = {"simswap256": {"clamp_output": True}
 # Pre-activation statistics of the last conv: (mean, std) per output channel. inswapper ends in
 # (tanh + 1) / 2, so N(0, 0.6) spreads over ~[0.1, 0.9]; SimSwap's clip leaves ~99% of
 # N(0.5, 0.2) untouched.
-OUTPUT_STATS: dict[str, tuple[float, float]] = {"inswapper": (0.0, 0.6), "simswap256": (0.5, 0.2)}
+OUTPUT_STATS: dict[str, tuple[float, float]] = {"inswapper": (0.0, 0.6), "simswap256": (0.5, 0.2),
+                                                "hyperswap_standin": (0.0, 0.6),
+                                                "tanh_standin": (0.0, 0.6),
+                                                "clip_standin": (0.5, 0.2)}
 
 
 def _randomize(torch, module, spec: ModelSpec, seed: int) -> None:
@@ -103,6 +106,8 @@ def synthesize(name: str, out_path: Path | str, seed: int = 0, width: float = 1.
         _randomize(torch, module, spec, seed)
     extra = {"emap": module.emap.numpy().astype(np.float32)} if hasattr(module, "emap") else None
     meta = {"synthetic": "1", "seed": seed, "width": width, "arch": spec.arch}
+    if "standin" in spec.extra:  # the real architecture is unpublished: say so in the file
+        meta["standin"] = spec.extra["standin"]
     if name.endswith("_fp16"):
         # The FP16 graph is made from this one by the FP16 converter; this file is still FP32.
         log.warning("synthetic '%s' is an FP32 graph with the FP16 file's contract", name)

@@ -2,7 +2,7 @@
 
 Each area registers its own sub-commands (``register(subparsers)``) and handlers return an exit
 code. Front ends keep their commands (``serve``, ``triton``, ``batch``, ``bench``, ``doctor``,
-``swap``); the commands of the lower areas (``models``, and ``export``/``build``/``calibrate``
+``swap``, ``live``); the commands of the lower areas (``models``, and ``export``/``build``/``calibrate``
 of the builders) live here, above everything they call. Errors a user can fix (``FusionError``) print one line and exit non-zero; never a traceback.
 """
 
@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "fusionrt.serve.commands",      # serve
     "fusionrt.triton.commands",     # triton repo|serve|versions|rollback, release
     "fusionrt.batch.commands",      # batch (Ray)
+    "fusionrt.live.commands",       # live (camera, stream, paced file)
 )
 
 

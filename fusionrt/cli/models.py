@@ -56,12 +56,19 @@ def _size(n: int | None) -> str:
     return "?"
 
 
+# ``models list`` groups the rows by task in pipeline order (one row per model, no header lines
+# between groups, so the table stays one parseable block).
+TASK_ORDER = ("detect", "embed", "convert", "swap")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows = ModelStore().list()
+    rows = sorted(rows, key=lambda r: TASK_ORDER.index(r.task) if r.task in TASK_ORDER
+                  else len(TASK_ORDER))  # stable: zoo order within a task
     table = [("NAME", "TASK", "INSTALLED", "SIZE", "SHA256", "LICENSE")]
     table += [(r.name, r.task, r.installed, _size(r.size),
                "builtin" if get_spec(r.name).builtin else
-               "verified" if r.hash_verified else "unverified", r.license) for r in rows]
+               "verified" if r.hash_verified else "needs --trust", r.license) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
@@ -107,5 +114,14 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..builders.synth import synth_model  # needs torch; imported only here
-    print(synth_model(ModelStore(), args.name, seed=args.seed, width=args.width))
+    store = ModelStore()
+    print(synth_model(store, args.name, seed=args.seed, width=args.width))
+    # a swapper's embedder and identity converter (FaceFusion's crossface_*) get synthetic
+    # copies too where none is installed: the plan runs them with it, so `models synth NAME`
+    # then `swap --swapper NAME --allow-synthetic` works on a fresh store
+    extra = get_spec(args.name).extra
+    if get_spec(args.name).task == "swap":
+        for companion in (extra.get("embedder"), extra.get("converter")):
+            if companion and store.installed(companion) is None:
+                print(synth_model(store, companion, seed=args.seed, width=args.width))
     return 0

@@ -13,6 +13,7 @@ FaceFusion spells them (``facefusion/face_helper.py`` ``WARP_TEMPLATE_SET``).
 from __future__ import annotations
 
 from ..errors import ModelError
+from .facefusion import CONVERTERS, SWAPPERS as FACEFUSION_SWAPPERS
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 F32 = "float32"
@@ -150,11 +151,12 @@ SIMSWAP_256 = ModelSpec(
            "publishes only a CRC32 .hash file; no public sha256 was found, so pulling needs "
            "--trust. Inputs 'target'/'source' are confirmed by FaceFusion's code; the output "
            "name 'output' is unverified. The generator expects SimSwap's own ArcFace space: "
-           "FaceFusion maps the w600k_r50 embedding through an embedding converter first "
-           "(see extra); fusionrt's zoo has no converter, so l2norm(w600k embedding) is an "
-           "approximation of the identity input."),
+           "as FaceFusion does (face_swapper/core.py prepare_source_embedding, type "
+           "'simswap'), the raw w600k_r50 embedding goes through the crossface_simswap "
+           "converter and is then L2-normalised (the plan's 'convert' stage)."),
     extra={
-        "source_transform": "l2norm",
+        "source_transform": "converter_l2norm",
+        "converter": "crossface_simswap",
         "embedder": "arcface_w600k_r50",
         "embedding_converter": {
             "facefusion>=3.4": f"{FF_ASSETS}/models-3.4.0/crossface_simswap.onnx",
@@ -170,7 +172,8 @@ SIMSWAP_256 = ModelSpec(
 )
 
 ZOO: dict[str, ModelSpec] = {s.name: s for s in (
-    RETINAFACE_MNET025, ARCFACE_W600K_R50, INSWAPPER_128, INSWAPPER_128_FP16, SIMSWAP_256)}
+    RETINAFACE_MNET025, ARCFACE_W600K_R50, INSWAPPER_128, INSWAPPER_128_FP16, SIMSWAP_256,
+    *FACEFUSION_SWAPPERS, *CONVERTERS)}
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -172,7 +172,9 @@ def _latents(spec, chosen, rng, embedder, model_path, allow_synthetic):
         if model_path is None:
             model_path = ModelStore().resolve(spec.name, allow_synthetic=True).onnx_path
         emb = l2norm(l2norm(emb) @ read_emap(Path(model_path)))
-    elif transform == "l2norm":
+    elif transform in ("l2norm", "converter_l2norm", "converter"):
+        # converter models: calibration latents stay unit ArcFace vectors (the converter is a
+        # separate stage; the generator's activation ranges, not the identity, matter here)
         emb = l2norm(emb)
     else:
         raise ModelError(f"model '{spec.name}' | source_transform {transform!r}; expected "

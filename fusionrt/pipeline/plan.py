@@ -36,7 +36,9 @@ from .settings import NEURAL_SWAPPERS, PipelineConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "embed", "swap")
+# "convert": the swapper's identity converter (FaceFusion's crossface_*), when its spec names
+# one (``extra["converter"]``); it runs once per source identity.
+STAGES = ("detect", "embed", "convert", "swap")
 DETECTOR = "retinaface_mnet025"
 EMBEDDER = "arcface_w600k_r50"
 ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
@@ -62,9 +64,10 @@ SEED_TABLE_CELLS = (("torch", "fp32"), ("ort-cuda", "fp32"), ("trt", "fp32"), ("
 # detector measured 6-22 ms per frame against 0.2 ms alone on the H100 (each ORT run gives up
 # the GIL and waits on the stream); one CUDA-graph replay on the compute stream does not.
 DEFAULT_ENGINES: dict[str, Mapping[str, tuple[str, ...]]] = {
-    "cpu": {"detect": ("ort-cpu",), "embed": ("ort-cpu",), "swap": ("ort-cpu",)},
+    "cpu": {"detect": ("ort-cpu",), "embed": ("ort-cpu",), "convert": ("ort-cpu",),
+            "swap": ("ort-cpu",)},
     "cuda": {"detect": ("torch", "ort-cuda"), "embed": ("ort-cuda", "torch"),
-             "swap": ("torch", "ort-cuda")},
+             "convert": ("ort-cuda", "torch"), "swap": ("torch", "ort-cuda")},
 }
 GRAPH_STAGES = ("detect", "swap")  # static shapes every batch; embed runs rarely, ragged
 
@@ -231,7 +234,8 @@ def swapper_name(settings: PipelineConfig, store: ModelStore, kernels: str) -> s
     name = settings.swapper
     if name == "auto":
         name = next((n for n in NEURAL_SWAPPERS if _real(store, n)
-                     and _real(store, ZOO[n].extra.get("embedder", EMBEDDER))), "classic")
+                     and _real(store, ZOO[n].extra.get("embedder", EMBEDDER))
+                     and all(_real(store, c) for c in _converter(n))), "classic")
         if name == "classic" and kernels == "device":
             raise ModelError("swapper 'auto' | no neural swapper with real weights; the GPU path "
                              "runs neural swappers only: fusionrt models pull inswapper_128 "
@@ -241,6 +245,12 @@ def swapper_name(settings: PipelineConfig, store: ModelStore, kernels: str) -> s
         raise ModelError(f"swapper 'classic' | not available on the GPU path; expected one of: "
                          f"{', '.join(NEURAL_SWAPPERS)} (classic runs with --device cpu)")
     return name
+
+
+def _converter(swapper: str) -> tuple[str, ...]:
+    """The identity converter ``swapper``'s spec names (none, or one)."""
+    name = ZOO[swapper].extra.get("converter")
+    return (name,) if name else ()
 
 
 def with_anchor_count(artifact: Artifact, det_size: int) -> Artifact:
@@ -279,6 +289,7 @@ def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None
     models: dict[str, str] = {"detect": DETECTOR}
     if swapper != "classic":
         models["swap"] = swapper
+        models.update({"convert": c for c in _converter(swapper)})
     if swapper != "classic" or s.select == "reference":
         models["embed"] = ZOO[swapper].extra.get("embedder", EMBEDDER) \
             if swapper != "classic" else EMBEDDER

@@ -10,7 +10,10 @@ from ..models.zoo import ZOO
 from .select import MODES
 
 # "auto" tries these in order (best quality first) and takes the first with real weights.
-NEURAL_SWAPPERS = tuple(n for n, s in ZOO.items() if s.task == "swap")
+# (swap specs marked ``runnable: False``, FaceFusion's image-source blendswap/uniface, are
+# contracts only: the pipeline feeds identity vectors, not source images)
+NEURAL_SWAPPERS = tuple(n for n, s in ZOO.items()
+                        if s.task == "swap" and s.extra.get("runnable", True))
 SWAPPER_CHOICES = ("auto", "classic") + NEURAL_SWAPPERS
 KERNELS = ("auto", "host", "device")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -49,6 +52,11 @@ class PipelineConfig:
         if self.select not in MODES:
             raise InputError(f"selection '{self.select}' | unknown; expected one of: "
                              f"{', '.join(MODES)}")
+        if self.swapper in ZOO and ZOO[self.swapper].task == "swap" \
+                and self.swapper not in NEURAL_SWAPPERS:
+            raise ModelError(f"swapper '{self.swapper}' | takes the source face as an image, "
+                             f"which the pipeline does not feed yet; expected one of: "
+                             f"{', '.join(SWAPPER_CHOICES)}")
         if self.swapper not in SWAPPER_CHOICES:
             raise ModelError(f"swapper '{self.swapper}' | unknown; expected one of: "
                              f"{', '.join(SWAPPER_CHOICES)}")

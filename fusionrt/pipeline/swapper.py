@@ -112,7 +112,8 @@ class FaceSwapper:
             face = max(faces, key=lambda f: f.area)
             if "embed" in self.plan.stages:
                 face = k.embed(batch, [[face]], [0])[0][0]
-            latent = k.latent(face.embedding) if "swap" in self.plan.stages else None
+            latent = (k.latent(face.embedding, face.embedding_scale)
+                      if "swap" in self.plan.stages else None)
         return Identity(face, image, path, latent)
 
     def set_source(self, image: np.ndarray, path: str | None = None) -> Identity:
@@ -238,7 +239,9 @@ class FaceSwapper:
             from .device.stage import DeviceFrameStage
             return DeviceFrameStage(self)
         from .video.frame_fn import FrameFnStage
-        return FrameFnStage(self.process_batch, batch=batch)
+        # batch 1: FrameFnStage hands the function one frame, not a list (live, per frame)
+        return FrameFnStage(self.process_frame if batch == 1 else self.process_batch,
+                            batch=batch)
 
     def warmup(self, batch: int, height: int, width: int) -> None:
         """Capture CUDA graphs and autotune before the loop's threads start (device kernels)."""

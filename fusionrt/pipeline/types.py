@@ -17,12 +17,15 @@ class Face:
         landmarks: (5, 2) float32 — left eye, right eye, nose, left mouth, right mouth
             (image left/right, the RetinaFace/ArcFace order).
         embedding: L2-normalised identity vector, when the embed stage ran.
+        embedding_scale: the L2 norm of the embedder's raw output (raw = embedding * scale):
+            FaceFusion's identity converters take the raw vector.
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     embedding: np.ndarray | None = None
+    embedding_scale: float | None = None
 
     @property
     def area(self) -> float:

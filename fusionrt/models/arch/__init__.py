@@ -67,6 +67,11 @@ ARCHS: dict[str, Callable[..., Any]] = {
     "iresnet50": _lazy("iresnet", "iresnet50"),
     "simswap256": _lazy("simswap", "simswap256"),
     "inswapper": _lazy("inswapper", "inswapper"),
+    # stand-ins with the real contract where the architecture is unpublished (standin.py)
+    "converter512": _lazy("standin", "converter512"),
+    "hyperswap_standin": _lazy("standin", "hyperswap_standin"),
+    "tanh_standin": _lazy("standin", "tanh_standin"),
+    "clip_standin": _lazy("standin", "clip_standin"),
 }
 
 

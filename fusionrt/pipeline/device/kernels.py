@@ -19,7 +19,7 @@ import numpy as np
 
 from ...engines.base import Engine
 from ...errors import EngineError, InputError
-from ..host.embed import l2norm
+from ..host.embed import embedding_scales, l2norm
 from ..host.swap import NeuralSwapper
 from ..kernels import KernelSet
 from ..types import Face, Identity
@@ -95,7 +95,7 @@ class DeviceKernels(KernelSet):
         eng = {name: self._open(sp) for name, sp in plan.stages.items()}
         self.detector = GpuDetector(eng["detect"], self.dev, s.score_threshold,
                                     s.nms_threshold, s.det_size)
-        self.neural = NeuralSwapper(eng["swap"])
+        self.neural = NeuralSwapper(eng["swap"], converter=eng.get("convert"))
         self.embed_engine = eng["embed"]
         espec = self.embed_engine.spec
         self.embed_size = espec.preprocess.size[0] if espec.preprocess.size else 112
@@ -229,15 +229,15 @@ class DeviceKernels(KernelSet):
                                similarity_batch(lm, self.tpl_embed), self.embed_size)
             e = self.embed_engine
             out = e.run({e.inputs[0].name: self._prep(crops, e.spec)})[e.outputs[0].name]
-            emb = l2norm(np.asarray(self.torch.as_tensor(out).float().cpu().numpy())
-                         .reshape(len(flat), -1))
-        it = iter(emb)
-        return [[Face(f.box, f.score, f.landmarks, next(it)) for f in fl] for fl in faces]
+            raw = np.asarray(self.torch.as_tensor(out).float().cpu().numpy()).reshape(len(flat), -1)
+        it, scales = iter(l2norm(raw)), iter(embedding_scales(raw))
+        return [[Face(f.box, f.score, f.landmarks, next(it), next(scales)) for f in fl]
+                for fl in faces]
 
-    def latent(self, embedding: np.ndarray | None):
+    def latent(self, embedding: np.ndarray | None, scale: float | None = None):
         if embedding is None:
             raise EngineError("device kernels | the source identity has no embedding")
-        return self.torch.as_tensor(self.neural.latent(embedding), device=self.dev.device)
+        return self.torch.as_tensor(self.neural.latent(embedding, scale), device=self.dev.device)
 
     def _generate(self, crops, latents):
         torch, n = self.torch, self.neural

@@ -54,8 +54,14 @@ FFHQ_TEMPLATE_512 = _t("ffhq_512", (np.array([
     [0.37691676, 0.46864664], [0.62285697, 0.46912813], [0.50123859, 0.61331904],
     [0.39308822, 0.72541100], [0.61150205, 0.72490465]]) * 512).tolist(), 512)
 
+# FaceFusion ``mtcnn_512`` (normalised ×512): the crop hififace_unofficial_256 was trained on.
+MTCNN_TEMPLATE_512 = _t("mtcnn_512", (np.array([
+    [0.36562865, 0.46733799], [0.63305391, 0.46585885], [0.50019127, 0.61942959],
+    [0.39032951, 0.77598822], [0.61178945, 0.77476328]]) * 512).tolist(), 512)
+
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
-    ARCFACE_TEMPLATE_112, ARCFACE_TEMPLATE_128, ARCFACE_TEMPLATE_112_V1, FFHQ_TEMPLATE_512)}
+    ARCFACE_TEMPLATE_112, ARCFACE_TEMPLATE_128, ARCFACE_TEMPLATE_112_V1, FFHQ_TEMPLATE_512,
+    MTCNN_TEMPLATE_512)}
 
 
 def get_template(name: str | Template) -> Template:

@@ -41,14 +41,24 @@ class Embedder:
 
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 512) L2-normalised embeddings of aligned BGR crops, one engine call."""
+        return l2norm(self.embed_crops_raw(crops))
+
+    def embed_crops_raw(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 512) raw embedder outputs (identity converters take these, as in FaceFusion)."""
         p = self.engine.spec.preprocess
         x = to_tensor(crops, p.channel_order, p.mean, p.std)
         out = np.asarray(self.engine.run({self.input_name: x})[self.output_name], np.float32)
-        return l2norm(out.reshape(len(crops), -1))
+        return out.reshape(len(crops), -1)
 
     def embed(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         """The faces with ``embedding`` filled in (new frozen objects)."""
         if not faces:
             return []
-        embs = self.embed_crops([self.crop(image, f) for f in faces])
-        return [Face(f.box, f.score, f.landmarks, e) for f, e in zip(faces, embs)]
+        raw = self.embed_crops_raw([self.crop(image, f) for f in faces])
+        return [Face(f.box, f.score, f.landmarks, e, s)
+                for f, e, s in zip(faces, l2norm(raw), embedding_scales(raw))]
+
+
+def embedding_scales(raw: np.ndarray) -> list[float]:
+    """The L2 norm of each raw embedding row (``Face.embedding_scale``)."""
+    return [float(n) for n in np.linalg.norm(np.asarray(raw, np.float64), axis=-1)]

@@ -22,7 +22,7 @@ from ..types import Face, Identity
 from .align import warp_face
 from .classic import ClassicSwapper
 from .detect import Detector
-from .embed import Embedder
+from .embed import Embedder, embedding_scales, l2norm
 from .paste import paste_back
 from .swap import NeuralSwapper, SwapResult
 
@@ -66,7 +66,8 @@ class HostKernels(KernelSet):
             self.detector = Detector(eng["detect"], s.score_threshold, s.nms_threshold,
                                      s.det_size)
             self.embedder = Embedder(eng["embed"]) if "embed" in eng else None
-            self.swapper = NeuralSwapper(eng["swap"]) if "swap" in eng else ClassicSwapper()
+            self.swapper = (NeuralSwapper(eng["swap"], converter=eng.get("convert"))
+                            if "swap" in eng else ClassicSwapper())
         except BaseException:
             self.close()
             raise
@@ -105,12 +106,16 @@ class HostKernels(KernelSet):
         if not flat:
             return faces
         with self.timer.stage("embed"):
-            embs = iter(self.embedder.embed_crops([self.embedder.crop(batch[r], f)
-                                                   for r, f in flat]))
-        return [[Face(f.box, f.score, f.landmarks, next(embs)) for f in fl] for fl in faces]
+            raw = self.embedder.embed_crops_raw([self.embedder.crop(batch[r], f)
+                                                 for r, f in flat])
+        embs, scales = iter(l2norm(raw)), iter(embedding_scales(raw))
+        return [[Face(f.box, f.score, f.landmarks, next(embs), next(scales)) for f in fl]
+                for fl in faces]
 
-    def latent(self, embedding: np.ndarray | None) -> np.ndarray | None:
-        return self.swapper.latent(embedding) if self.neural and embedding is not None else None
+    def latent(self, embedding: np.ndarray | None, scale: float | None = None
+               ) -> np.ndarray | None:
+        return (self.swapper.latent(embedding, scale) if self.neural and embedding is not None
+                else None)
 
     def swap(self, batch: list[np.ndarray], faces: list[list[Face]],
              identities: list[list[Identity]]) -> list[list[SwapResult]]:

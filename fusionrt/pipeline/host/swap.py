@@ -70,19 +70,29 @@ def read_emap(onnx_path: Path, index: int = -1) -> np.ndarray:
 class NeuralSwapper:
     """A generator swapper on any engine.
 
-    The two contracts differ only in data the spec carries:
-      * inswapper (``extra.source_transform == "emap"``): source = l2norm(embedding @ emap);
-        target RGB / 255 on the ``arcface_128`` template.
-      * simswap (``"l2norm"``): source = the L2-normalised embedding; target ImageNet-normalised.
-    Both outputs are RGB in [0, 1] (zoo ``extra.output_denorm``: "clip(out, 0, 1) * 255", no
+    The contracts differ only in data the spec carries (``extra.source_transform``):
+      * ``"emap"`` (inswapper): source = l2norm(embedding @ emap); target RGB / 255 on the
+        ``arcface_128`` template.
+      * ``"l2norm"`` (hyperswap): source = the L2-normalised embedding.
+      * ``"converter_l2norm"`` (simswap): source = l2norm(converter(raw embedding)), and
+        ``"converter"`` (ghost): converter(raw embedding) — FaceFusion 3.8.1
+        ``face_swapper/core.py`` ``prepare_source_embedding`` / ``convert_source_embedding``.
+        ``converter`` is the engine of the spec's ``extra.converter`` model (the plan's
+        ``convert`` stage); without one (a bare swapper in a test or a calibration script)
+        the unit embedding stands in for the converted one, with a warning.
+    Outputs are RGB in [0, 1] (zoo ``extra.output_denorm``: "clip(out, 0, 1) * 255", no
     ImageNet undo for SimSwap, as FaceFusion does); a spec with ``extra.output == "tanh"``
-    ([-1, 1]) is mapped with (x + 1) / 2 first.
+    ([-1, 1], e.g. hyperswap's x * 0.5 + 0.5) is mapped with (x + 1) / 2 first.
     """
+
+    TRANSFORMS = ("emap", "l2norm", "converter_l2norm", "converter")
 
     needs_embedding = True
 
-    def __init__(self, engine: Engine, spec: ModelSpec | None = None):
+    def __init__(self, engine: Engine, spec: ModelSpec | None = None,
+                 converter: Engine | None = None):
         self.engine = engine
+        self.converter = converter
         self.spec = spec or engine.spec
         s = self.spec
         if s.task != "swap" or s.template is None or s.preprocess.size is None:
@@ -105,15 +115,35 @@ class NeuralSwapper:
                 raise ModelError(f"model '{s.name}' | needs its ONNX file to read emap")
             where = s.extra.get("emap", {})
             self._emap = read_emap(Path(path), int(where.get("initializer_index", -1)))
-        elif self.transform != "l2norm":
+        elif self.transform not in self.TRANSFORMS:
             raise ModelError(f"model '{s.name}' | source_transform {self.transform!r}; expected "
-                             "'emap' or 'l2norm'")
+                             f"one of: {', '.join(self.TRANSFORMS)}")
+        self.converter_name = s.extra.get("converter")
+        if self.transform.startswith("converter"):
+            if converter is None:
+                log.warning("swapper '%s' | no '%s' converter engine; the unit ArcFace "
+                            "embedding stands in for the converted identity", s.name,
+                            self.converter_name)
+            elif converter.spec.name != self.converter_name:
+                raise ModelError(f"swapper '{s.name}' | converter '{converter.spec.name}'; "
+                                 f"expected '{self.converter_name}'")
 
-    def latent(self, embedding: np.ndarray) -> np.ndarray:
-        """(1, 512) float32 source vector the generator takes for this identity."""
+    def latent(self, embedding: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """(1, 512) float32 source vector the generator takes for this identity.
+
+        ``embedding`` is the unit ArcFace vector, ``scale`` the norm of the raw one
+        (``Face.embedding_scale``): converters take ``embedding * scale``, as FaceFusion feeds
+        them ``source_face.embedding``; without a scale the unit vector goes in."""
         e = l2norm(np.asarray(embedding, np.float32).reshape(1, -1))
         if self._emap is not None:
             e = l2norm(e @ self._emap)
+        elif self.transform.startswith("converter") and self.converter is not None:
+            raw = e * np.float32(scale if scale is not None else 1.0)
+            c = self.converter
+            e = np.asarray(c.run({c.inputs[0].name: np.ascontiguousarray(raw, np.float32)})
+                           [c.outputs[0].name], np.float32).reshape(1, -1)
+            if self.transform == "converter_l2norm":
+                e = l2norm(e)
         return e.astype(np.float32)
 
     def swap_crops(self, crops: Sequence[np.ndarray], latent: np.ndarray) -> list[np.ndarray]:
@@ -139,5 +169,6 @@ class NeuralSwapper:
             raise ModelError(f"swapper '{self.name}' | source identity has no embedding; "
                              "an embedder must run on the source first")
         crop, m = warp_face(frame, face.landmarks, self.template, self.size)
-        out = self.swap_crops([crop], self.latent(source.embedding))[0]
+        out = self.swap_crops([crop], self.latent(source.embedding,
+                                                  source.face.embedding_scale))[0]
         return SwapResult(out, m)

@@ -187,6 +187,8 @@ class BenchRunner:
         names = [STAGES[s].model for s in c.stages if STAGES[s].model]
         if {"pipeline", "video"} & set(c.stages):
             names += [c.pipeline_swapper, ZOO[c.pipeline_swapper].extra.get("embedder", EMBEDDER)]
+            # the identity converter the plan's 'convert' stage runs (simswap: crossface_simswap)
+            names += [n for n in [ZOO[c.pipeline_swapper].extra.get("converter")] if n]
         missing = []
         for n in dict.fromkeys(names):
             try:

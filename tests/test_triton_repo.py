@@ -284,3 +284,11 @@ def test_bls_pipeline_model_drives_the_one_swapper(repos, synthetic_home, monkey
     assert not resp[0].has_error() and not resp[1].has_error()
     assert calls[:2] == ["detect", "embed"]  # the source identity, once for both requests
     assert calls[2:] == ["detect", "swap", "paste"]  # both requests in one batch
+
+
+def test_swapper_that_needs_a_converter_is_refused(tmp_path):
+    """SimSwap's identity goes through crossface_simswap (the plan's 'convert' stage), which a
+    Triton repository has no model for yet: refused in one line, nothing written."""
+    with pytest.raises(InputError, match="needs the identity converter 'crossface_simswap'"):
+        write_repository(tmp_path / "repo", RepoOptions(swapper="simswap_256"))
+    assert not (tmp_path / "repo").exists()

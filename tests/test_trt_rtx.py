@@ -143,7 +143,9 @@ def zoo_onnx(tmp_path_factory):
 @needs_rtx
 @pytest.mark.trt_rtx
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("name", list(ZOO))
+# every zoo model with a graph to build: spec-only entries (``runnable: False``: FaceFusion's
+# image-source blendswap/uniface, whose architectures are unpublished) have none yet
+@pytest.mark.parametrize("name", [n for n in ZOO if ZOO[n].extra.get("runnable", True)])
 def test_zoo_model_builds_for_sm89(name, precision, zoo_onnx, tmp_path, capsys):
     """A real parse + strongly typed build; a parser failure fails here naming the ONNX node."""
     from fusionrt.builders.fp16 import convert_fp16

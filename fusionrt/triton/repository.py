@@ -227,6 +227,10 @@ def write_repository(out: Path | str, o: RepoOptions | None = None, store=None) 
     swap_spec = get_spec(o.swapper)
     if swap_spec.task != "swap":
         raise InputError(f"swapper '{o.swapper}' | task {swap_spec.task}; expected a swap model")
+    if swap_spec.extra.get("converter"):  # no 'convert' stage model in the repository yet
+        raise InputError(f"swapper '{o.swapper}' | needs the identity converter "
+                         f"'{swap_spec.extra['converter']}', which a Triton repository does not "
+                         "carry yet; expected a swapper without one (e.g. inswapper_128)")
     embedder = swap_spec.extra.get("embedder", EMBEDDER)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.scratch-"))

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 CHUNK = 1 << 20  # model files are hundreds of MB: hash them in 1 MiB blocks
@@ -50,6 +51,14 @@ def unlink_quietly(path: Path) -> bool:
     except OSError as e:
         log.warning("cannot delete '%s' (%s); leaving it", path, e)
         return False
+
+
+def part_path(dst: Path) -> Path:
+    """The hidden name a media file is written under before its rename,
+    ``.<stem>.<8 hex>.part<ext>``: the extension stays (muxers pick the container by it), and
+    the stale-temp sweep and batch resume know the pattern."""
+    dst = Path(dst)
+    return dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Iterator
 import av
 from av.error import FFmpegError
 
+from .._fs import part_path
 from ..errors import InputError, OutputError
 from ..pipeline.video.io import CONTAINERS
 
@@ -184,7 +184,7 @@ def stitch(parts: list[str | os.PathLike], src: str | os.PathLike, dst: str | os
     missing = [str(p) for p in parts if not p.is_file()]
     if missing:
         raise OutputError(f"output '{dst}' | segment files missing: {', '.join(missing)}")
-    tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
+    tmp = part_path(dst)
     frames = 0
     try:
         with av.open(str(parts[0])) as first:

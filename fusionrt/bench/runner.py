@@ -189,19 +189,13 @@ class BenchRunner:
             names += [c.pipeline_swapper, ZOO[c.pipeline_swapper].extra.get("embedder", EMBEDDER)]
             # the identity converter the plan's 'convert' stage runs (simswap: crossface_simswap)
             names += [n for n in [ZOO[c.pipeline_swapper].extra.get("converter")] if n]
-        missing = []
-        for n in dict.fromkeys(names):
-            try:
-                self.store.resolve(n, allow_synthetic=True)
-            except FusionError:
-                missing.append(n)
-        if not missing:
-            return
         try:
-            from ..builders.synth import ensure_synthetic
-            built = ensure_synthetic(self.store, missing)
+            from ..builders.synth import synthesize_missing
+            built = synthesize_missing(self.store, names)
         except Exception as e:  # noqa: BLE001 - e.g. no torch: the rows say what is missing
-            self.doc.setdefault("notes", []).append(f"could not synthesize {missing}: {e}")
+            self.doc.setdefault("notes", []).append(f"could not synthesize the missing ones of {names}: {e}")
+            return
+        if not built:
             return
         self.doc.setdefault("notes", []).append(
             "synthesized (full size, seeded random weights): "

@@ -144,3 +144,18 @@ def ensure_synthetic(store: "ModelStore", names: list[str], width: float = 1.0) 
             synth_model(store, name, width=width)
             built[name] = round(time.perf_counter() - t0, 1)
     return built
+
+
+def synthesize_missing(store: "ModelStore", names: list[str]) -> dict[str, float]:
+    """Full-size stand-ins for those of ``names`` the store cannot resolve at all (no real
+    weights, no synthetic copy): what ``--allow-synthetic`` front ends make before they run.
+    Seconds per one built."""
+    from ..errors import FusionError
+    missing = []
+    for name in dict.fromkeys(names):
+        try:
+            store.resolve(name, allow_synthetic=True)
+        except FusionError:
+            missing.append(name)
+    return ensure_synthetic(store, missing) if missing else {}
+

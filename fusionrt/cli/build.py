@@ -158,16 +158,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _synthesize_if_missing(model: str) -> None:
     """``--allow-synthetic`` for one model that is not installed at all: make the full-size
     random-weight stand-in first (as ``fusionrt models synth`` would), and say so."""
-    from ..errors import FusionError
+    from ..builders.synth import synthesize_missing  # needs torch; its error names the extra
     from ..models.store import ModelStore
-    store = ModelStore()
-    try:
-        store.resolve(model, allow_synthetic=True)
+    built = synthesize_missing(ModelStore(), [model])
+    if not built:
         return
-    except FusionError:
-        pass
-    from ..builders.synth import ensure_synthetic  # needs torch; its error names the extra
-    built = ensure_synthetic(store, [model])
     print(f"{model}  not installed: synthesized a random-weight stand-in in {built[model]:g} s "
           f"(speed and build work only)")
 

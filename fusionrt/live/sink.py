@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from av.error import FFmpegError
 
 from ..errors import EngineError, OutputError
 from ..pipeline.video.encode import to_video_frame
-from ..pipeline.video.io import close_quietly, why
+from ..pipeline.video.io import close_quietly, reserve_part, why
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +249,7 @@ def open_sink(text: str, width: int, height: int, fps: Fraction, time_base: Frac
         return AvSink(target, fmt, "libx264", width, height, fps, time_base, frame_format,
                       opts, timeout_s=timeout_s)
     dst = Path(target)
-    tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
-    try:
-        tmp.open("xb").close()
-    except OSError as e:
-        raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
-                          "expected a writable folder") from None
+    tmp = reserve_part(dst)
     return AvSink(str(tmp), FILE_FORMATS[dst.suffix.lower()], "libx264", width, height, fps,
                   time_base, frame_format, opts, dst=dst, name=str(dst))
 

@@ -207,16 +207,23 @@ def ort_ep_needs(tensorrt_version: str | None, ort_version: str | None) -> str |
     return text
 
 
+def _import_into(out: dict[str, Any], module: str, hint: str) -> Any:
+    """The module, or None with ``out["error"]`` set: not installed, or an import that failed
+    (a broken wheel, a missing library), each with the install hint."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        out["error"] = f"not installed: {hint}"
+    except Exception as e:  # noqa: BLE001 - doctor reports it, never raises
+        out["error"] = f"import failed ({error_text(e)}): {hint}"
+    return None
+
+
 def probe_tensorrt(cuda: str | None) -> dict[str, Any]:
     """Full TensorRT: version, major version (10 or 11) and the ONNX Runtime its EP needs."""
     out: dict[str, Any] = {"version": None, "major": None, "ort_ep_needs": None, "error": None}
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        out["error"] = f"not installed: {tensorrt_pip_hint(cuda)}"
-        return out
-    except Exception as e:
-        out["error"] = f"import failed ({error_text(e)}): {tensorrt_pip_hint(cuda)}"
+    if _import_into(out, "tensorrt", tensorrt_pip_hint(cuda)) is None:
         return out
     out["version"] = library_version("tensorrt")
     out["major"] = _major(out["version"])
@@ -228,14 +235,8 @@ def probe_tensorrt_rtx() -> dict[str, Any]:
     """TensorRT for RTX: version and the archs it can build plans for (its ComputeCapability
     targets, e.g. sm86); whether a GPU here can run them is the engine's to say."""
     out: dict[str, Any] = {"version": None, "build_archs": [], "error": None}
-    hint = "pip install 'fusionrt[trt-rtx]' (tensorrt-rtx-cu13)"
-    try:
-        import tensorrt_rtx as trt
-    except ImportError:
-        out["error"] = f"not installed: {hint}"
-        return out
-    except Exception as e:
-        out["error"] = f"import failed ({error_text(e)}): {hint}"
+    trt = _import_into(out, "tensorrt_rtx", "pip install 'fusionrt[trt-rtx]' (tensorrt-rtx-cu13)")
+    if trt is None:
         return out
     out["version"] = library_version("tensorrt_rtx")
     names = [m for m in dir(getattr(trt, "ComputeCapability", object))

@@ -12,7 +12,6 @@ import logging
 import os
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +22,7 @@ import av
 import numpy as np
 from av.error import FFmpegError
 
+from ..._fs import part_path
 from ...errors import InputError, OutputError
 from ..image_io import MAX_PIXELS
 from .orient import display_rotation, upright, upright_size
@@ -61,6 +61,22 @@ class VideoInfo:
     audio_codec: str | None = None
     audio_rate: int | None = None
     rotation: int = 0
+
+
+def reserve_part(dst: Path) -> Path:
+    """``part_path(dst)``, created empty now: an unwritable folder fails before any work.
+
+    Raises:
+        OutputError: the folder is missing or not writable.
+    """
+    dst = Path(dst)
+    tmp = part_path(dst)
+    try:
+        tmp.open("xb").close()
+    except OSError as e:
+        raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
+                          "expected a writable folder") from None
+    return tmp
 
 
 def _open_input(path: str | os.PathLike) -> tuple[Any, Any]:
@@ -318,12 +334,7 @@ def prepare_transcode(src: Path, dst: Path, max_pixels: int | None = MAX_PIXELS
         if width % 2 or height % 2:
             raise OutputError(f"output '{dst}' | input size {width}x{height} has an odd side; "
                               "yuv420p needs even width and height")
-        tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
-        try:
-            tmp.open("xb").close()
-        except OSError as e:
-            raise OutputError(f"output '{dst}' | cannot write in '{dst.parent}' ({e.strerror}); "
-                              "expected a writable folder") from None
+        tmp = reserve_part(dst)
     except BaseException:
         inp.close()
         raise

@@ -64,11 +64,15 @@ def test_converter_swappers_carry_facefusions_options(name):
 def test_list_groups_by_task_and_marks_trust(capsys):
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
-    tasks = [ln.split()[1] for ln in lines]
-    order = ["detect", "embed", "convert", "swap"]
-    assert tasks == sorted(tasks, key=order.index)  # one block per task, pipeline order
-    row = next(ln for ln in lines if ln.startswith("hyperswap_1a_256 "))
-    assert "needs --trust" in row and " none " in row
+    titles = [ln for ln in lines if not ln.startswith("  ")]  # one title line per task block
+    order = ["Detectors (detect)", "Embedders (embed)", "Identity converters (convert)",
+             "Swappers (swap)"]
+    assert [t for t in titles if t in order] == order  # pipeline order
+    row = next(ln for ln in lines if ln.startswith("  hyperswap_1a_256 "))
+    assert "needs --trust" in row and " not installed " in row
+    block = lines[lines.index("Swappers (swap)") + 1:]
+    assert row in block[:next((i for i, ln in enumerate(block) if not ln.startswith("  ")),
+                              len(block))]
 
 
 def test_simswap_plan_runs_its_converter(synthetic_home):
@@ -115,7 +119,7 @@ def test_hyperswap_synth_then_swap_on_cpu(capsys, tmp_path, astronaut_path, grac
     capsys.readouterr()
     assert main(["models", "list"]) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines()
-               if ln.startswith("hyperswap_1a_256 "))
+               if ln.startswith("  hyperswap_1a_256 "))
     assert " synthetic " in row
     out = tmp_path / "o.png"
     rc = main(["swap", "--swapper", "hyperswap_1a_256", "--allow-synthetic", "--source",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import threading
 from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -47,13 +48,51 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def listing(out: str) -> tuple[list[str], dict[str, tuple[str, list[str]]]]:
+    """``models list`` output → (group titles in order, name → (its group title, [installed,
+    size, sha256, licence])). Rows are indented; a title line is not; columns are 2+ spaces
+    apart."""
+    lines = out.splitlines()
+    assert re.split(r"\s{2,}", lines[0].strip())[:4] == ["NAME", "INSTALLED", "SIZE", "SHA256"]
+    titles, rows = [], {}
+    for line in lines[1:]:
+        if line.startswith("  "):
+            name, *cols = re.split(r"\s{2,}", line.strip())
+            assert name not in rows and titles  # each model once, under a title
+            rows[name] = (titles[-1], cols)
+        else:
+            titles.append(line)
+    return titles, rows
+
+
 def test_list_shows_every_model(capsys):
     code, out, _ = run(capsys, "models", "list")
-    assert code == 0 and out.splitlines()[0].split()[:3] == ["NAME", "TASK", "INSTALLED"]
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert code == 0
+    _, rows = listing(out)
     assert set(rows) == set(zoo.ZOO)
-    assert rows["retinaface_mnet025"][2] == "real" and rows["inswapper_128"][2] == "none"
-    assert rows["inswapper_128"][3:5] == ["528.6", "MiB"]
+    assert rows["retinaface_mnet025"][1][0] == "built in"
+    assert rows["retinaface_mnet025"][1][2] == "package"
+    assert rows["inswapper_128"][1][:3] == ["not installed", "528.6 MiB", "verified"]
+    assert rows["2dfan4"][1][0] == "not installed" and rows["2dfan4"][1][2] == "needs --trust"
+
+
+def test_list_groups_by_task_with_titles(capsys, fusionrt_home, monkeypatch):
+    from fusionrt.cli.models import TASK_ORDER, task_title
+    odd = replace(zoo.get_spec(NAME), name="odd_model", task="frobnicate")
+    monkeypatch.setitem(zoo.ZOO, "odd_model", odd)
+    synthetic = fusionrt_home / "synthetic" / "2dfan4.onnx"
+    synthetic.parent.mkdir(parents=True)
+    synthetic.write_bytes(b"stand-in")  # ``installed`` looks for the file only
+    titles, rows = listing(run(capsys, "models", "list")[1])
+    tasks = list(dict.fromkeys(s.task for s in zoo.ZOO.values()))
+    known = sorted((t for t in tasks if t in TASK_ORDER), key=TASK_ORDER.index)
+    assert titles == [task_title(t) for t in known + [t for t in tasks if t not in TASK_ORDER]]
+    assert titles[:2] == ["Detectors (detect)", "Landmarkers (landmark)"]
+    assert titles[-1] == "frobnicate"  # an unknown task: its raw name, after the known ones
+    for name, spec in zoo.ZOO.items():
+        assert rows[name][0] == task_title(spec.task)
+    assert "Swappers (swap)" in titles and "Embedders (embed)" in titles
+    assert rows["2dfan4"][1][0] == "synthetic" and rows["odd_model"][0] == "frobnicate"
 
 
 def test_import_then_list_path_verify(capsys, model_file, fusionrt_home):
@@ -61,7 +100,7 @@ def test_import_then_list_path_verify(capsys, model_file, fusionrt_home):
     dest = fusionrt_home / "models" / f"{NAME}.onnx"
     assert code == 0 and out.strip() == str(dest) and dest.read_bytes() == model_file.read_bytes()
     code, out, _ = run(capsys, "models", "list")
-    assert [line.split()[2] for line in out.splitlines() if line.startswith(NAME)] == ["real"]
+    assert listing(out)[1][NAME][1][0] == "real"
     assert run(capsys, "models", "path", NAME)[:2] == (0, f"{dest}\n")
     assert run(capsys, "models", "verify", NAME)[:2] == (0, f"{NAME}: ok\n")
     dest.write_bytes(b"corrupt")

@@ -18,7 +18,9 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_spec_is_well_formed(spec):
-    assert ZOO[spec.name] is spec and spec.task in {"detect", "embed", "convert", "swap"}
+    assert ZOO[spec.name] is spec
+    assert spec.task in {"detect", "landmark", "embed", "convert", "swap", "occlude", "parse",
+                         "enhance"}
     assert spec.inputs and spec.outputs and spec.license and spec.source.startswith("https://")
     assert spec.preprocess.channel_order in {"RGB", "BGR"}
     assert all(s > 0 for s in spec.preprocess.std)

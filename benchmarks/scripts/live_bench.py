@@ -242,11 +242,23 @@ def main() -> int:
                 f"sessions, no CUDA graphs) on the same file paced at {a.fps} FPS",
                 "--baseline", "--duration", f"{a.baseline_seconds:g}")))
 
+    def stage_by_stage() -> None:
+        name = f"live_{h}p{a.fps}_stage_by_stage.json"
+        sargs, _ = live_args(a, clip, name, "--no-frame-graph")
+        with FaceSwapper.open(settings_from_args(sargs)) as sw:
+            sw.set_source(face, str(PHOTOS[0]))
+            rows.append((name, run_one(
+                a, sw, clip, name, f"the same paced {a.fps} FPS file, GPU path stage by stage "
+                "(--no-frame-graph): the previous design, for comparison", "--no-frame-graph",
+                "--duration", f"{a.baseline_seconds:g}")))
+
     attempt("GPU path", gpu_path)
     if elapsed() + a.baseline_seconds + 15 < a.budget_s:
         attempt("FaceFusion-style loop", baseline)
     else:
         NOTES.append("skipped the FaceFusion-style loop: time budget")
+    if a.device != "cpu" and elapsed() + a.baseline_seconds + 10 < a.budget_s:
+        attempt("stage by stage", stage_by_stage)
     NOTES.append(f"total {elapsed():.0f} s")
     save_md()
     say(f"done; wrote {', '.join(n for n, _ in rows)} and live_bench.md to {out}")

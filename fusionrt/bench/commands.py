@@ -27,7 +27,7 @@ def _csv(kind):
 
 def register(subparsers) -> None:
     from ..engines.registry import engine_names
-    from .config import CPU_DEFAULTS
+    from .config import CPU_DEFAULTS, PRESETS
     from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, STAGES
     p = subparsers.add_parser(
         "bench", help="benchmark engines x precisions x batch sizes x stages",
@@ -37,13 +37,17 @@ def register(subparsers) -> None:
                     "batch 1 / 5 runs, rows capped at ~3 s, no row started after 90 s (about a "
                     "minute); cuda = every engine and precision, batches 1,4,16,32, 50 runs "
                     "capped at ~5 s per row, no budget.")
-    p.add_argument("--preset", choices=("seed", "full"),
+    p.add_argument("--preset", choices=tuple(PRESETS),
                    help="seed: the seed's table for SimSwap-256 and inswapper-128 (PyTorch FP32, "
                         "ONNX Runtime GPU FP32, TensorRT FP32/FP16/INT8, fusionrt's engines) at "
                         "batch 1 and 16, plus the end-to-end 1080p video rows against the "
                         "FaceFusion-style loop — about 5 minutes on an H200; full: the whole "
                         "matrix for --device, resumable (a rerun with the same --out skips "
-                        "finished rows)")
+                        "finished rows); swappers: every FaceFusion swapper at batch 1 and 16 "
+                        "on ORT CUDA FP32 (FaceFusion's path) and fusionrt's engines, plus "
+                        "1080p end to end with hyperswap_1a_256; enhance: 1080p end to end with "
+                        "inswapper_128 + gfpgan_1.4 + occlusion mask, GPU path (FP16) against the "
+                        "FaceFusion-style loop")
     p.add_argument("--engines", type=_csv(str), help=f"e.g. {','.join(engine_names())}")
     p.add_argument("--precisions", type=_csv(str), help="fp32,fp16,int8")
     p.add_argument("--batch", type=_csv(int), dest="batches", help="e.g. 1,4,16,32")
@@ -66,8 +70,9 @@ def register(subparsers) -> None:
     # the old spelling, kept working: one name across swap, batch, triton and bench
     p.add_argument("--detect-size", type=int, dest="det_size", default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
-    p.add_argument("--pipeline-swapper", default="inswapper_128",
-                   help="generator of the whole-pipeline row (default inswapper_128)")
+    p.add_argument("--pipeline-swapper", default=None,
+                   help="generator of the whole-pipeline and video rows (default "
+                        "inswapper_128; hyperswap_1a_256 with --preset swappers)")
     p.add_argument("--frame", type=Path, default=DEFAULT_FRAME, help="pipeline target frame")
     p.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="pipeline source face")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,9 +153,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--device | got '{args.device}'; expected cpu, cuda or cuda:N")
     config = with_defaults(
         BenchConfig(allow_synthetic=args.allow_synthetic, parity_items=args.parity_items,
-                    detect_size=args.det_size, pipeline_swapper=args.pipeline_swapper,
-                    frame=args.frame, source=args.source),
-        preset=args.preset,
+                    detect_size=args.det_size, frame=args.frame, source=args.source),
+        preset=args.preset, pipeline_swapper=args.pipeline_swapper,
         device=args.device, engines=args.engines, precisions=args.precisions,
         batches=args.batches, stages=args.stages, runs=args.runs, warmup=args.warmup,
         budget_s=args.budget_s, max_row_s=args.max_row_s)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.registry import REFERENCE_ENGINE, engine_names, get_engine
-from ..pipeline.plan import SEED_TABLE_CELLS
+from ..pipeline.plan import SEED_TABLE_CELLS, SWAPPER_TABLE_CELLS
 from ..errors import EngineError, InputError
-from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, MODEL_STAGES, STAGES
+from .stages import DEFAULT_FRAME, DEFAULT_SOURCE, MODEL_STAGES, STAGES, SWAPPER_STAGES
 
 
 def casts_precision(cls: Any) -> bool:
@@ -76,6 +76,11 @@ class BenchConfig:
     parity_items: int = 2
     detect_size: int = 640
     pipeline_swapper: str = "inswapper_128"
+    # the video rows' post-swap stages and generator precision (``--preset enhance``: FaceFusion's
+    # usual chain, swapper + gfpgan_1.4 + occlusion mask, on both paths)
+    pipeline_enhancer: str = "none"
+    pipeline_masks: tuple[str, ...] = ("box",)
+    pipeline_precision: str = "tf32"
     frame: Path = DEFAULT_FRAME
     source: Path = DEFAULT_SOURCE
     seed: int = 0
@@ -176,11 +181,24 @@ def load_note(cls: Any) -> str:
 # 1080p video rows. About 4-5 minutes on an H200 from a cold cache (torch.compile's default mode:
 # ~35 s per batch size for SimSwap, against 100-200 s for max-autotune at +3-6% speed).
 SEED_CELLS = SEED_TABLE_CELLS
+SWAPPER_CELLS = SWAPPER_TABLE_CELLS
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": dict(stages=("swap256", "swap128", "video"), cells=SEED_CELLS, batches=(1, 16),
                  runs=50, warmup=3, max_row_s=3.0, budget_s=None, load_twice=False),
     # today's whole matrix for the device (CUDA_DEFAULTS / CPU_DEFAULTS), resumable
     "full": {},
+    # FaceFusion's swappers (issue 18): every runnable swapper at batch 1 and 16 on ORT CUDA
+    # FP32 (FaceFusion's path, plain) and fusionrt's engines, then 1080p end to end with
+    # hyperswap_1a_256 (FaceFusion 3.8's default) on the GPU path against the loop
+    "swappers": dict(stages=SWAPPER_STAGES + ("video",), cells=SWAPPER_CELLS, batches=(1, 16),
+                     runs=30, warmup=3, max_row_s=1.5, budget_s=None, load_twice=False,
+                     pipeline_swapper="hyperswap_1a_256"),
+    # issue 19: 1080p end to end with inswapper_128 + gfpgan_1.4 + occlusion mask on the GPU
+    # path (FP16 generators) against the FaceFusion-style loop with the same three models
+    "enhance": dict(stages=("video",), batches=(1,), runs=1,
+                    warmup=1, budget_s=None, load_twice=False, pipeline_swapper="inswapper_128",
+                    pipeline_enhancer="gfpgan_1.4", pipeline_masks=("box", "occlusion"),
+                    pipeline_precision="fp16"),
 }
 
 

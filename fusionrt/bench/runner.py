@@ -23,6 +23,7 @@ from ..engines.base import BatchProfile, EngineConfig
 from ..engines.registry import get_engine
 from ..errors import FusionError
 from ..models.store import ModelStore
+from ..models.zoo import get_spec
 from ..pipeline.plan import BASELINE_ENGINES
 from . import artifacts
 from .artifacts import Unavailable
@@ -81,7 +82,8 @@ class BenchRunner:
         groups = []
         for stage in c.stages:
             if stage == "video":  # two rows: the GPU path and the FaceFusion-style loop
-                cells = [(e, "tf32" if e == GPU_PATH else "fp32") for e in VIDEO_ENGINES]
+                cells = [(e, c.pipeline_precision if e == GPU_PATH else "fp32")
+                         for e in VIDEO_ENGINES]
             else:
                 cells = c.pairs()
             for engine, prec in cells:
@@ -189,6 +191,12 @@ class BenchRunner:
             names += [c.pipeline_swapper, ZOO[c.pipeline_swapper].extra.get("embedder", EMBEDDER)]
             # the identity converter the plan's 'convert' stage runs (simswap: crossface_simswap)
             names += [n for n in [ZOO[c.pipeline_swapper].extra.get("converter")] if n]
+            # the post-swap stages the video rows run (--preset enhance)
+            names += [c.pipeline_enhancer] if c.pipeline_enhancer != "none" else []
+            from ..pipeline.settings import PipelineConfig
+            d = PipelineConfig()
+            names += [d.occluder] if "occlusion" in c.pipeline_masks else []
+            names += [d.face_parser] if "region" in c.pipeline_masks else []
         try:
             from ..builders.synth import synthesize_missing
             built = synthesize_missing(self.store, names)
@@ -357,7 +365,8 @@ class BenchRunner:
             return (EngineConfig(device=device, precision=g.precision,
                                  batch=BatchProfile(batch, batch, batch), options=options),
                     PLAIN)
-        stage = "swap" if g.stage.startswith("swap") else g.stage
+        model = STAGES[g.stage].model
+        stage = get_spec(model).task if model else g.stage  # the pipeline stage it runs as
         settings = PipelineConfig(det_size=c.detect_size)
         return (stage_engine_config(cls, stage, device, settings, batch, precision=g.precision),
                 AS_SWAP)

@@ -46,6 +46,25 @@ STAGES: dict[str, StageDef] = {s.key: s for s in (
 )}
 MODEL_STAGES = ("detect", "embed", "swap128", "swap256")  # one model each, timed per batch
 
+
+def _swapper_stages() -> dict[str, StageDef]:
+    """Every other runnable swapper of the zoo as a stage named after it (``--stages
+    hyperswap_1a_256``; ``--preset swappers`` runs them all). Stand-ins say so in the title."""
+    from ..models.zoo import ZOO
+    taken = {s.model for s in STAGES.values()}
+    out = {}
+    for name, spec in ZOO.items():
+        if spec.task != "swap" or name in taken or not spec.extra.get("runnable", True) \
+                or name.endswith("_fp16"):
+            continue
+        kind = " (synthetic stand-in architecture)" if "standin" in spec.extra else ""
+        out[name] = StageDef(name, name, f"Generator {name}{kind}", spec.preprocess.size[0])
+    return out
+
+
+SWAPPER_STAGES = ("swap128", "swap256") + tuple(_swapper_stages())
+STAGES.update(_swapper_stages())
+
 # task → (metric, threshold). Detector: cosine of the raw heads (loc/conf/landmarks, the worst
 # of the three); ArcFace: cosine of the embeddings; generators and the pipeline: PSNR in dB of
 # the images (generator outputs in [0, 1], pipeline frames in 0..255).

@@ -62,13 +62,14 @@ def _clip(folder: Path, seconds: float, s: VideoRowSettings) -> Path:
 def _settings(r: "BenchRunner", host: bool):
     from ..pipeline.settings import PipelineConfig
     c = r.cfg
+    post = dict(enhancer=c.pipeline_enhancer, masks=tuple(c.pipeline_masks))
     if host:  # FaceFusion: one ORT CUDA session per model, frame by frame, no CUDA graphs
         return PipelineConfig(swapper=c.pipeline_swapper, kernels="host", engine=FACEFUSION_ENGINE,
                               device=c.device, allow_synthetic=c.allow_synthetic,
-                              det_size=c.detect_size, cuda_graphs=False)
+                              det_size=c.detect_size, cuda_graphs=False, **post)
     return PipelineConfig(swapper=c.pipeline_swapper, kernels="device", device=c.device,
                           allow_synthetic=c.allow_synthetic, det_size=c.detect_size,
-                          precision="tf32", gen_batch=r.video.batch)
+                          precision=c.pipeline_precision, gen_batch=r.video.batch, **post)
 
 
 def run_video_group(r: "BenchRunner", g) -> None:

@@ -62,9 +62,11 @@ def sample_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> dict[str, n
     latents for swap ``source`` inputs."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    dims = spec.extra.get("export_dims", {})  # e.g. a detector's {"H": 320, "W": 320}
     for t in spec.inputs:
-        shape = t.with_batch(batch)
-        if any(isinstance(d, str) for d in t.shape[1:]):
+        shape = tuple(batch if i == 0 and isinstance(d, str) else dims.get(d, d)
+                      for i, d in enumerate(t.shape))
+        if any(isinstance(d, str) for d in shape[1:]):
             raise ModelError(f"input '{t.name}' | symbolic dims {t.shape_str()} beyond the batch "
                              "axis; export supports only a dynamic batch")
         if len(shape) == 2:  # an id latent: unit length, like the pipeline feeds it
@@ -89,8 +91,12 @@ def _torch_export(torch, module, args: tuple, path: Path, spec: ModelSpec, opset
     names_out = [_placeholder("out", i) for i in range(len(spec.outputs))]
     kwargs: dict[str, Any] = dict(input_names=names_in, output_names=names_out,
                                   opset_version=opset, do_constant_folding=True)
-    if dynamic_batch:
-        kwargs["dynamic_axes"] = {n: {0: "N"} for n in names_in + names_out}
+    # only axes the contract names: "N" (CodeFormer's 'weight' is a fixed (1,) input) and
+    # others a spec samples with extra["export_dims"] (a detector's H, W and anchor counts)
+    axes = {n: {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and (i or dynamic_batch)}
+            for n, t in zip(names_in + names_out, spec.inputs + spec.outputs)}
+    if any(axes.values()):
+        kwargs["dynamic_axes"] = {n: a for n, a in axes.items() if a}
     import inspect
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False

@@ -35,7 +35,18 @@ SYNTH_OPTIONS: dict[str, dict[str, Any]] = {"simswap256": {"clamp_output": True}
 OUTPUT_STATS: dict[str, tuple[float, float]] = {"inswapper": (0.0, 0.6), "simswap256": (0.5, 0.2),
                                                 "hyperswap_standin": (0.0, 0.6),
                                                 "tanh_standin": (0.0, 0.6),
-                                                "clip_standin": (0.5, 0.2)}
+                                                "clip_standin": (0.5, 0.2),
+                                                # face enhancers: tanh, [-1, 1] (standin_enhance)
+                                                **dict.fromkeys((
+                                                    "gfpgan_standin", "gpen256_standin",
+                                                    "gpen512_standin", "codeformer_standin",
+                                                    "restoreformer_standin"), (0.0, 0.6)),
+                                                # 2dfan4's heatmaps: set on this noise, they
+                                                # peak far higher on photos (score 1), so a
+                                                # synthetic 2dfan4 replaces the 5 points
+                                                "fan4_standin": (0.0, 0.2),
+                                                # xseg: sigmoid(N(2, 1)): mostly "not occluded"
+                                                "xseg_standin": (2.0, 1.0)}
 
 
 def _randomize(torch, module, spec: ModelSpec, seed: int) -> None:

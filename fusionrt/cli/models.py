@@ -56,22 +56,46 @@ def _size(n: int | None) -> str:
     return "?"
 
 
-# ``models list`` groups the rows by task in pipeline order (one row per model, no header lines
-# between groups, so the table stays one parseable block).
-TASK_ORDER = ("detect", "embed", "convert", "swap")
+# ``models list``: one block per task under a title line, tasks in pipeline order, then any
+# other task (in zoo order) titled by its own name; zoo order within a block.
+TASK_TITLES = {"detect": "Detectors", "landmark": "Landmarkers", "embed": "Embedders",
+               "convert": "Identity converters", "swap": "Swappers", "enhance": "Enhancers",
+               "occlude": "Occluders", "parse": "Face parsers"}
+TASK_ORDER = tuple(TASK_TITLES)
+
+
+def task_title(task: str) -> str:
+    """``Detectors (detect)`` for a known task, the raw task name otherwise."""
+    return f"{TASK_TITLES[task]} ({task})" if task in TASK_TITLES else task
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = ModelStore().list()
-    rows = sorted(rows, key=lambda r: TASK_ORDER.index(r.task) if r.task in TASK_ORDER
-                  else len(TASK_ORDER))  # stable: zoo order within a task
-    table = [("NAME", "TASK", "INSTALLED", "SIZE", "SHA256", "LICENSE")]
-    table += [(r.name, r.task, r.installed, _size(r.size),
-               "builtin" if get_spec(r.name).builtin else
-               "verified" if r.hash_verified else "needs --trust", r.license) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
+    groups: dict[str, list] = {}
+    for r in ModelStore().list():
+        groups.setdefault(r.task, []).append(r)
+    order = sorted(groups, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER
+                   else len(TASK_ORDER))  # stable: unknown tasks keep zoo order
+
+    def cells(r) -> tuple[str, ...]:
+        builtin = get_spec(r.name).builtin
+        installed = ("built in" if builtin else "real" if r.installed == "real" else
+                     "synthetic" if r.installed == "synthetic" else "not installed")
+        sha = "package" if builtin else "verified" if r.hash_verified else "needs --trust"
+        return (f"  {r.name}", installed, _size(r.size), sha, r.license)
+
+    header = ("  NAME", "INSTALLED", "SIZE", "SHA256", "LICENSE")
+    table = {t: [cells(r) for r in groups[t]] for t in order}
+    rows = [header, *(row for t in order for row in table[t])]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4]
+
+    print(line(header))
+    for t in order:
+        print(task_title(t))
+        for row in table[t]:
+            print(line(row))
     return 0
 
 

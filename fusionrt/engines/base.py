@@ -91,6 +91,9 @@ class Engine(ABC):
     tf32: ClassVar[bool] = False
     #: Compiles at load: minutes on a CPU, so never picked there without being asked for.
     compiles: ClassVar[bool] = False
+    #: ``run`` on CUDA tensors can be captured inside a caller's CUDA graph (eager kernels on
+    #: the current stream, no host synchronisation): the live path's one-graph frame.
+    capturable: ClassVar[bool] = False
 
     def __init__(self, artifact: Artifact, config: EngineConfig | None = None):
         self.artifact = artifact

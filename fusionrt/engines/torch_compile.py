@@ -93,6 +93,7 @@ class TorchCompileEngine(TorchEngine):
 
     name = "torch-compile"
     compiles = True
+    capturable = False  # its modes capture graphs of their own
 
     def __init__(self, artifact: Artifact, config: EngineConfig | None = None, *,
                  module: Any = None, package: AotPackage | None = None):

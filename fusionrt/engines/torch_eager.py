@@ -122,6 +122,7 @@ class TorchEngine(Engine):
     devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16", "bf16")
     cuda_graphs = True
+    capturable = True  # eager modules on the current stream (with cuda_graph off)
     channels_last = True
     tf32 = True
 

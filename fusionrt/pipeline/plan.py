@@ -37,8 +37,12 @@ from .settings import NEURAL_SWAPPERS, PipelineConfig
 log = logging.getLogger(__name__)
 
 # "convert": the swapper's identity converter (FaceFusion's crossface_*), when its spec names
-# one (``extra["converter"]``); it runs once per source identity.
-STAGES = ("detect", "embed", "convert", "swap")
+# one (``extra["converter"]``); it runs once per source identity. "landmark": 68 points after
+# detection (``settings.landmarker``, FaceFusion's 2dfan4), when one is set. After the swap, as
+# FaceFusion runs them: "occlude" (xseg, --mask occlusion) and "parse" (bisenet, --mask region)
+# make masks for the paste; "enhance" (gfpgan_1.4, codeformer, …) runs on the pasted frame.
+STAGES = ("detect", "landmark", "embed", "convert", "swap", "occlude", "parse", "enhance")
+ENHANCE_BATCH = 8  # enhancer crops per call on the device kernels (padded for its CUDA graph)
 DETECTOR = "retinaface_mnet025"
 EMBEDDER = "arcface_w600k_r50"
 ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
@@ -57,6 +61,10 @@ FACEFUSION_ENGINE = "ort-cuda"
 SEED_TABLE_CELLS = (("torch", "fp32"), ("ort-cuda", "fp32"), ("trt", "fp32"), ("trt", "fp16"),
                     ("trt", "int8"), ("trt-rtx", "fp32"), ("trt-rtx", "fp16"),
                     ("ort-cuda", "fp16"), ("torch", "fp16"), ("torch-compile", "fp16"))
+# ``fusionrt bench --preset swappers``: every FaceFusion swapper on FaceFusion's engine (ORT CUDA
+# FP32, plain) and fusionrt's FP16 engines.
+SWAPPER_TABLE_CELLS = (("ort-cuda", "fp32"), ("ort-cuda", "fp16"), ("torch", "fp16"),
+                       ("torch-compile", "fp16"))
 # --engine default, per device kind: the first engine that can load the stage's artifact.
 # CUDA: the torch engine (CUDA graph, channels-last) for the detector (a native module loaded
 # from its ONNX) and for models with torch weights; ORT CUDA with IOBinding on the compute
@@ -65,11 +73,17 @@ SEED_TABLE_CELLS = (("torch", "fp32"), ("ort-cuda", "fp32"), ("trt", "fp32"), ("
 # the GIL and waits on the stream); one CUDA-graph replay on the compute stream does not.
 DEFAULT_ENGINES: dict[str, Mapping[str, tuple[str, ...]]] = {
     "cpu": {"detect": ("ort-cpu",), "embed": ("ort-cpu",), "convert": ("ort-cpu",),
-            "swap": ("ort-cpu",)},
+            "swap": ("ort-cpu",), "landmark": ("ort-cpu",), "occlude": ("ort-cpu",),
+            "parse": ("ort-cpu",), "enhance": ("ort-cpu",)},
     "cuda": {"detect": ("torch", "ort-cuda"), "embed": ("ort-cuda", "torch"),
-             "convert": ("ort-cuda", "torch"), "swap": ("torch", "ort-cuda")},
+             "convert": ("ort-cuda", "torch"), "swap": ("torch", "ort-cuda"),
+             "landmark": ("ort-cuda", "torch"), "occlude": ("torch", "ort-cuda"),
+             "parse": ("torch", "ort-cuda"), "enhance": ("torch", "ort-cuda")},
 }
-GRAPH_STAGES = ("detect", "swap")  # static shapes every batch; embed runs rarely, ragged
+# static shapes every batch (the generator and enhancer pad to their batch); embed runs rarely,
+# the masks' and landmarker's batches follow the number of faces
+GRAPH_STAGES = ("detect", "swap", "enhance")
+PRECISION_STAGES = ("swap", "enhance", "occlude", "parse")  # --precision fp16/bf16 applies here
 
 
 def synthetic_banner(name: str) -> str:
@@ -124,6 +138,8 @@ class Plan:
     kernels: str
     swapper: str
     stages: Mapping[str, StagePlan] = field(default_factory=dict)
+    frame_graph: bool = False  # batch-1 frames as one CUDA graph (``device/frame_graph.py``)
+    frame_graph_why: str = ""  # why it is on, or why it was asked for and is off
 
     @property
     def synthetic(self) -> bool:
@@ -138,6 +154,17 @@ class Plan:
         out["paste"] = (f"numpy/OpenCV on cpu" if self.kernels == "host" else
                         f"torch on {self.device}") + (
             " + colour transfer" if c.color_transfer else "") + (" + Poisson" if c.poisson else "")
+        box = ("fusionrt's feathered box" if c.mask_blur is None and not any(c.mask_padding)
+               else f"FaceFusion's box (blur {c.mask_blur if c.mask_blur is not None else 0.3}, "
+                    f"padding {list(c.mask_padding)})")
+        out["paste"] += f"; masks {'+'.join(c.masks)} ({box})" if c.masks != ("box",) or \
+            not box.startswith("fusionrt") else ""
+        if c.pixel_boost and "swap" in self.stages:
+            size = self.stages["swap"].artifact.spec.preprocess.size[0]
+            out["swap"] += (f"; pixel boost {c.pixel_boost}: {(c.pixel_boost // size) ** 2} "
+                            "tiles per face in one generator batch")
+        if c.frame_graph:
+            out["frame_graph"] = ("on: " if self.frame_graph else "off: ") + self.frame_graph_why
         return out
 
 
@@ -254,12 +281,15 @@ def _converter(swapper: str) -> tuple[str, ...]:
 
 
 def with_anchor_count(artifact: Artifact, det_size: int) -> Artifact:
-    """The detector's artifact with its outputs' anchor axis ("A") made concrete for
-    ``det_size``: ORT CUDA's IOBinding path sizes its output buffers from the contract, and
-    ``TensorSpec.with_batch`` would otherwise put the batch size on that axis too."""
-    from .host.detect import priors
-    a = len(priors(det_size))
-    outs = tuple(replace(t, shape=tuple(a if d == "A" else d for d in t.shape))
+    """The detector's artifact with its outputs' anchor axes ("A"; "A8"/"A16"/"A32" for
+    FaceFusion's per-stride outputs) made concrete for ``det_size`` by its decoder: ORT CUDA's
+    IOBinding path sizes its output buffers from the contract, and ``TensorSpec.with_batch``
+    would otherwise put the batch size on that axis too. ``InputError`` for a size the
+    detector cannot take (yoloface_8n: 640 only)."""
+    from .host.decoders import decoder_for
+    dims = decoder_for(artifact.spec).dims(artifact.spec, det_size)
+    outs = tuple(replace(t, shape=tuple(dims.get(d, d) if isinstance(d, str) else d
+                                        for d in t.shape))
                  for t in artifact.spec.outputs)
     return replace(artifact, spec=replace(artifact.spec, outputs=outs))
 
@@ -286,14 +316,33 @@ def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None
     asked = parse_engine_spec(s.engine)
     swapper = swapper_name(s, store, kernels)
 
-    models: dict[str, str] = {"detect": DETECTOR}
+    models: dict[str, str] = {"detect": s.detector}
+    if s.landmarker != "none":
+        models["landmark"] = s.landmarker
     if swapper != "classic":
         models["swap"] = swapper
         models.update({"convert": c for c in _converter(swapper)})
     if swapper != "classic" or s.select == "reference":
         models["embed"] = ZOO[swapper].extra.get("embedder", EMBEDDER) \
             if swapper != "classic" else EMBEDDER
-    artifacts = {st: store.resolve(m, allow_synthetic=s.allow_synthetic and st != "detect")
+    if "occlusion" in s.masks:
+        models["occlude"] = s.occluder
+    if "region" in s.masks:
+        models["parse"] = s.face_parser
+    if s.enhancer != "none":
+        models["enhance"] = s.enhancer
+    if swapper == "classic" and (set(s.masks) - {"box"} or s.pixel_boost):
+        raise InputError("--mask occlusion/region/area and --pixel-boost | need a neural swapper "
+                         "(the classic swapper has no aligned crop); drop them or pick one: "
+                         f"{', '.join(NEURAL_SWAPPERS)}")
+    if s.pixel_boost and swapper != "classic":
+        size = ZOO[swapper].preprocess.size[0]
+        if s.pixel_boost % size or s.pixel_boost < size:
+            raise InputError(f"--pixel-boost | got {s.pixel_boost}; expected a multiple of "
+                             f"{swapper}'s size {size} (e.g. {size * 2}, {size * 4})")
+    # a built-in detector never runs synthetic; FaceFusion's may, with --allow-synthetic
+    artifacts = {st: store.resolve(m, allow_synthetic=s.allow_synthetic
+                                   and not (st == "detect" and ZOO[m].builtin))
                  for st, m in models.items()}
     artifacts["detect"] = with_anchor_count(artifacts["detect"], s.det_size)
     for st, art in artifacts.items():
@@ -311,10 +360,52 @@ def plan_stages(settings: PipelineConfig | None = None, store: ModelStore | None
         candidates = [n for n in engine_names() if _measurable(n, kind)]
         choices.update(choose_measured({st: artifacts[st] for st in auto}, candidates,
                                        REFERENCE_ENGINE, device))
+    graph, graph_why = frame_graph_plan(s, kind, kernels, {st: c[0] for st, c in choices.items()})
+    if s.frame_graph and not graph:
+        log.warning("frame graph | off: %s", graph_why)
     stages = {st: _stage(st, models[st], artifacts[st], *choices[st], device, s,
-                         stage_batch(st, kernels, s))
+                         stage_batch(st, kernels, s), outer_graph=graph)
               for st in STAGES if st in artifacts}
-    return Plan(s, device, kernels, swapper, stages)
+    return Plan(s, device, kernels, swapper, stages, graph, graph_why)
+
+
+# The stages the one-graph frame holds (``device/frame_graph.py``); a plan with any other
+# stage runs stage by stage.
+FRAME_GRAPH_STAGES = ("detect", "embed", "convert", "swap")
+
+
+def frame_graph_plan(s: PipelineConfig, kind: str, kernels: str, engines: Mapping[str, str]
+                     ) -> tuple[bool, str]:
+    """(one CUDA graph per frame, why / why not) for ``s.frame_graph``: batch-1 frames on the
+    device kernels, the largest face, detection on every frame, and detector and generator
+    engines that can run inside a captured graph (``Engine.capturable``)."""
+    if not s.frame_graph:
+        return False, ""
+    why = []
+    if kind != "cuda" or kernels != "device":
+        why.append("needs the device kernels on CUDA")
+    if not s.cuda_graphs:
+        why.append("CUDA graphs are off")
+    if s.select != "largest":
+        why.append(f"selection '{s.select}' (the graph picks the largest face)")
+    if s.detect_every != 1:
+        why.append("--detect-every > 1 (tracking runs on the host)")
+    if s.pixel_boost:
+        why.append("--pixel-boost (tiles)")
+    if s.detector != DETECTOR or tuple(s.detector_angles) != (0,):
+        why.append(f"detector '{s.detector}' at angles {tuple(s.detector_angles)} (the graph "
+                   f"decodes {DETECTOR} at angle 0 only)")
+    for st in ("detect", "swap"):
+        if st in engines and not get_engine(engines[st]).capturable:
+            can = [n for n in engine_names() if get_engine(n).capturable]
+            why.append(f"{st} engine '{engines[st]}' cannot run inside a graph "
+                       f"({', '.join(can)} can)")
+    extra = [st for st in engines if st not in FRAME_GRAPH_STAGES]
+    if extra:
+        why.append(f"stage(s) {', '.join(extra)} are not in the frame graph")
+    if why:
+        return False, "; ".join(why)
+    return True, "detect, align, swap and paste of a frame as one CUDA graph (batch 1)"
 
 
 def _measurable(name: str, kind: str) -> bool:
@@ -339,7 +430,8 @@ def _default_engine(stage: str, artifact: Artifact, kind: str) -> tuple[str, str
 
 
 def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, batch: int = 1,
-                        precision: str | None = None) -> EngineConfig:
+                        precision: str | None = None, outer_graph: bool = False
+                        ) -> EngineConfig:
     """The engine settings a stage runs with for ``batch`` items per call: the one place they
     are chosen, from the engine's declared capabilities. ``plan_stages`` uses it for every
     path and ``fusionrt bench`` for every row, so the bench times what ``fusionrt swap`` runs.
@@ -349,6 +441,7 @@ def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, ba
     launch-bound without it), channels-last for the torch engines; the batch profile's ``opt``
     is the batch the stage runs (torch-compile picks its layer rewrites by it, TensorRT its
     kernels). ``precision`` (bench rows) overrides the settings' precision rule.
+    ``outer_graph``: the stage runs inside the frame graph, so it captures no graph of its own.
     """
     cuda = device_kind(device) == "cuda"
     options: dict[str, Any] = {}
@@ -361,9 +454,9 @@ def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, ba
     if cuda and cls.channels_last:
         options["channels_last"] = True
     if cuda and cls.cuda_graphs:
-        options["cuda_graph"] = bool(s.cuda_graphs) and stage in GRAPH_STAGES
+        options["cuda_graph"] = bool(s.cuda_graphs) and stage in GRAPH_STAGES and not outer_graph
     if precision is None:
-        precision = s.precision if stage == "swap" and s.precision in ("fp16", "bf16") \
+        precision = s.precision if stage in PRECISION_STAGES and s.precision in ("fp16", "bf16") \
             and s.precision in cls.precisions else "fp32"
     return EngineConfig(device=device, precision=precision,
                         batch=BatchProfile(1, batch, batch), options=options)
@@ -371,18 +464,21 @@ def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, ba
 
 def stage_batch(stage: str, kernels: str, s: PipelineConfig) -> int:
     """Items per engine call: the device kernels batch generator crops (``gen_batch``, padded
-    to it for the CUDA graph); everything else runs one frame or one face at a time."""
-    return s.gen_batch if stage == "swap" and kernels == "device" else 1
+    to it for the CUDA graph) and enhancer crops (``ENHANCE_BATCH``); everything else runs one
+    frame or one face at a time."""
+    if kernels != "device":
+        return 1
+    return {"swap": s.gen_batch, "enhance": ENHANCE_BATCH}.get(stage, 1)
 
 
 def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,
-           s: PipelineConfig, batch: int = 1) -> StagePlan:
+           s: PipelineConfig, batch: int = 1, outer_graph: bool = False) -> StagePlan:
     cls = get_engine(engine)
     if not cls.runs_on(device):
         can = [n for n in engine_names() if get_engine(n).runs_on(device)]
         raise EngineError(f"engine '{engine}' | runs on {', '.join(cls.devices)}; --device "
                           f"{device} needs one of: {', '.join(can)} (or --engine default)")
-    config = stage_engine_config(cls, stage, device, s, batch)
+    config = stage_engine_config(cls, stage, device, s, batch, outer_graph=outer_graph)
     return StagePlan(stage, model, artifact, engine, device, config.precision, config.options,
                      reason, accepts_stream=bool(device_kind(device) == "cuda"
                                                  and cls.accepts_stream), batch=config.batch)

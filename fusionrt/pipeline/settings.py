@@ -15,6 +15,13 @@ from .select import MODES
 NEURAL_SWAPPERS = tuple(n for n, s in ZOO.items()
                         if s.task == "swap" and s.extra.get("runnable", True))
 SWAPPER_CHOICES = ("auto", "classic") + NEURAL_SWAPPERS
+# the landmark stage (FaceFusion's 2dfan4) after detection, or none
+LANDMARKER_CHOICES = ("none",) + tuple(n for n, s in ZOO.items() if s.task == "landmark")
+DETECTOR_CHOICES = tuple(n for n, s in ZOO.items() if s.task == "detect")
+# after the paste: FaceFusion's face enhancers (gfpgan_1.4, codeformer, …), or none
+ENHANCER_CHOICES = ("none",) + tuple(n for n, s in ZOO.items() if s.task == "enhance")
+OCCLUDER_CHOICES = tuple(n for n, s in ZOO.items() if s.task == "occlude")
+PARSER_CHOICES = tuple(n for n, s in ZOO.items() if s.task == "parse")
 KERNELS = ("auto", "host", "device")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -35,6 +42,9 @@ class PipelineConfig:
     score_threshold: float = 0.5
     nms_threshold: float = 0.4
     det_size: int = 640
+    detector: str = "retinaface_mnet025"  # a detect-task zoo model (DETECTOR_CHOICES)
+    detector_angles: tuple[int, ...] = (0,)  # also detect rotated by 90/180/270 (FaceFusion)
+    landmarker: str = "none"  # 68 points after detection; its 5 replace the detector's
     feather: float = 0.1
     color_transfer: bool = False
     poisson: bool = False      # host kernels only
@@ -46,6 +56,21 @@ class PipelineConfig:
     smoothing: float = 0.5      # landmark EMA weight at each detection when detect_every > 1
     gen_batch: int = 32         # crops per generator call (device kernels)
     timing: bool = True         # per-stage CUDA-event times (device kernels)
+    frame_graph: bool = False   # batch 1 on CUDA: a frame's whole GPU work as one CUDA graph
+    # FaceFusion's face enhancer after the paste (face_enhancer_model/_blend/_weight)
+    enhancer: str = "none"
+    enhancer_blend: float = 0.8     # FaceFusion's --face-enhancer-blend 80, as a fraction
+    enhancer_weight: float = 0.5    # CodeFormer's fidelity input (--face-enhancer-weight)
+    # FaceFusion's face masks (--face-mask-types), combined by their minimum
+    masks: tuple[str, ...] = ("box",)
+    mask_regions: tuple[str, ...] = ()   # region mask classes (); () = all of FaceFusion's
+    mask_areas: tuple[str, ...] = ()     # area mask parts; () = all
+    # None: fusionrt's feathered box (``feather``); a number: FaceFusion's create_box_mask blur
+    mask_blur: float | None = None
+    mask_padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, right, bottom, left, in %
+    occluder: str = "xseg_1"             # FaceFusion's --face-occluder-model default
+    face_parser: str = "bisenet_resnet_34"  # FaceFusion's --face-parser-model default
+    pixel_boost: int = 0  # 0: the swapper's own size; N (a multiple of it): N x N through tiles
 
     def check(self) -> None:
         """Raise a one-line error for a setting no path accepts."""
@@ -60,6 +85,11 @@ class PipelineConfig:
         if self.swapper not in SWAPPER_CHOICES:
             raise ModelError(f"swapper '{self.swapper}' | unknown; expected one of: "
                              f"{', '.join(SWAPPER_CHOICES)}")
+        if self.landmarker not in LANDMARKER_CHOICES:
+            what = (f"a '{ZOO[self.landmarker].task}' model" if self.landmarker in ZOO
+                    else "unknown")
+            raise ModelError(f"landmarker '{self.landmarker}' | {what}; expected one of: "
+                             f"{', '.join(LANDMARKER_CHOICES)}")
         if self.kernels not in KERNELS:
             raise InputError(f"kernels '{self.kernels}' | unknown; expected one of: "
                              f"{', '.join(KERNELS)}")
@@ -69,3 +99,38 @@ class PipelineConfig:
         if self.detect_every < 1 or self.gen_batch < 1:
             raise InputError(f"detect_every {self.detect_every}, gen_batch {self.gen_batch} | "
                              "expected both >= 1")
+        if self.detector not in DETECTOR_CHOICES:
+            what = f"a '{ZOO[self.detector].task}' model" if self.detector in ZOO else "unknown"
+            raise ModelError(f"detector '{self.detector}' | {what}; expected one of: "
+                             f"{', '.join(DETECTOR_CHOICES)}")
+        from .host.detect import check_angles
+        check_angles(self.detector_angles)
+        self.check_post()
+
+    def check_post(self) -> None:
+        """Enhancer, masks and pixel boost (FaceFusion's names and ranges)."""
+        from .host.masks import check_areas, check_mask_types, check_regions, normalize_padding
+        for name, value, choices in (("enhancer", self.enhancer, ENHANCER_CHOICES),
+                                     ("occluder", self.occluder, OCCLUDER_CHOICES),
+                                     ("face parser", self.face_parser, PARSER_CHOICES)):
+            if value not in choices:
+                what = f"a '{ZOO[value].task}' model" if value in ZOO else "unknown"
+                raise ModelError(f"{name} '{value}' | {what}; expected one of: "
+                                 f"{', '.join(choices)}")
+        for name, v in (("--enhancer blend", self.enhancer_blend),
+                        ("--enhancer-weight", self.enhancer_weight)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise InputError(f"{name} | got {v}; expected 0..1 (or 0..100 as a percent)")
+        self.masks = check_mask_types(self.masks)
+        if not self.masks:
+            raise InputError("--mask | empty; expected some of: box, occlusion, region, area")
+        self.mask_regions = check_regions(self.mask_regions) if self.mask_regions else ()
+        self.mask_areas = check_areas(self.mask_areas) if self.mask_areas else ()
+        self.mask_padding = normalize_padding(self.mask_padding)
+        if self.mask_blur is not None and not 0.0 <= float(self.mask_blur) <= 1.0:
+            raise InputError(f"--mask-blur | got {self.mask_blur}; expected 0..1")
+        if "area" in self.masks and self.landmarker == "none":
+            raise InputError("--mask area | needs 68-point landmarks; add --landmarker 2dfan4")
+        if self.pixel_boost < 0:
+            raise InputError(f"--pixel-boost | got {self.pixel_boost}; expected 0 (off) or a "
+                             "multiple of the swapper's size such as 256, 512 or 1024")

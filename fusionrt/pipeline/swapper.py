@@ -160,6 +160,8 @@ class FaceSwapper:
             batch = k.images([frame])
             for face, swapped in results:
                 k.paste(batch, [[face]], swapped)
+            if "enhance" in self.plan.stages and results:
+                k.enhance(batch, [[face for face, _ in results]])
             return k.frames(batch, [frame])[0]
 
     # -- frames -------------------------------------------------------------------------------
@@ -186,6 +188,9 @@ class FaceSwapper:
         (N, H, W, 3) BGR uint8. Returns faces swapped per frame."""
         k = self.kernels
         with k.session():
+            if self.plan.frame_graph and raw.shape[0] == 1 and self.source is not None:
+                self.frame_no += 1
+                return [k.process_graphed(raw, fmt, height, width, self.source.latent)]
             batch = k.tensor_batch(raw, fmt, height, width)
             counts = self._swap(batch, raw.shape[0])
             k.finish(batch)
@@ -228,6 +233,8 @@ class FaceSwapper:
             swapped = k.swap(batch, faces, [[ident] * len(fl)
                                             for ident, fl in zip(per_frame, faces)])
             k.paste(batch, faces, swapped)
+            if "enhance" in self.plan.stages:  # FaceFusion's order: swapper, then enhancer
+                k.enhance(batch, faces)
         return [len(fl) for fl in faces]
 
     # -- the video loop -----------------------------------------------------------------------

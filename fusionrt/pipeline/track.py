@@ -54,6 +54,10 @@ class LandmarkTracker:
             out.append(replace(face,
                                box=(w * old.box + (1 - w) * face.box).astype(np.float32),
                                landmarks=(w * old.landmarks + (1 - w) * face.landmarks)
+                               .astype(np.float32),
+                               landmarks68=face.landmarks68 if old.landmarks68 is None
+                               or face.landmarks68 is None else
+                               (w * old.landmarks68 + (1 - w) * face.landmarks68)
                                .astype(np.float32)))
         self.faces = out
         return list(out)

@@ -19,6 +19,8 @@ class Face:
         embedding: L2-normalised identity vector, when the embed stage ran.
         embedding_scale: the L2 norm of the embedder's raw output (raw = embedding * scale):
             FaceFusion's identity converters take the raw vector.
+        landmarks68: (68, 2) float32 from the landmark stage when its score beat the threshold
+            (``landmarks`` are then the 5 points taken from these, as FaceFusion's '5/68').
     """
 
     box: np.ndarray
@@ -26,6 +28,7 @@ class Face:
     landmarks: np.ndarray
     embedding: np.ndarray | None = None
     embedding_scale: float | None = None
+    landmarks68: np.ndarray | None = None
 
     @property
     def area(self) -> float:

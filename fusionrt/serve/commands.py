@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import EngineError
 from ..pipeline.plan import engine_help
+from ..pipeline.options import add_post_args, post_settings
 from ..pipeline.settings import SWAPPER_CHOICES, PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-synthetic", action="store_true",
                    help="allow random-weight synthetic models (tests and speed work only)")
     p.add_argument("--log-format", default="json", choices=("json", "text"))
+    add_post_args(p)
     p.set_defaults(func=run_serve)
 
 
@@ -81,7 +83,8 @@ def settings_from_args(args: argparse.Namespace):
         jobs_dir=args.jobs_dir, max_job_pixels=int(args.max_job_pixels),
         job_time_limit_s=args.job_time_limit_s,
         pipeline=PipelineConfig(swapper=args.swapper, engine=args.engine, device=args.device,
-                                select=args.select, allow_synthetic=args.allow_synthetic))
+                                select=args.select, allow_synthetic=args.allow_synthetic,
+                                **post_settings(args)))
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -72,6 +72,16 @@ ARCHS: dict[str, Callable[..., Any]] = {
     "hyperswap_standin": _lazy("standin", "hyperswap_standin"),
     "tanh_standin": _lazy("standin", "tanh_standin"),
     "clip_standin": _lazy("standin", "clip_standin"),
+    "fan4_standin": _lazy("standin_landmark", "fan4_standin"),  # FaceFusion's 2dfan4
+    # FaceFusion's face detectors: scrfd_2.5g, retinaface_10g, yoloface_8n (standin_detect.py)
+    **{m: _lazy("standin_detect", m) for m in ("scrfd_standin", "retinaface10g_standin",
+                                               "yoloface_standin")},
+    # FaceFusion's face enhancers: same-contract U-Nets at the real cost (standin_enhance.py)
+    **{f"{m}_standin": _lazy("standin_enhance", f"{m}_standin")
+       for m in ("gfpgan", "gpen256", "gpen512", "codeformer", "restoreformer")},
+    # FaceFusion's face masks: XSeg occluders, BiSeNet parsers (standin_mask.py)
+    **{m: _lazy("standin_mask", m) for m in ("xseg_standin", "bisenet_resnet18_standin",
+                                              "bisenet_resnet34_standin")},
 }
 
 

@@ -179,8 +179,13 @@ def yuv420_to_bgr(yuv, height: int, width: int):
     torch = require_torch()
     y, u, v = (p.float() for p in yuv_planes(yuv, height, width))
     y = (y - 16.0) * _Y_SCALE
-    u = (u - 128.0).repeat_interleave(2, 1).repeat_interleave(2, 2)
-    v = (v - 128.0).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    n = y.shape[0]
+    # each chroma sample to its 2x2 block: a broadcast view, no kernel that sizes its output
+    # on the host (``repeat_interleave`` does, which a CUDA-graph capture refuses)
+    u = (u - 128.0)[:, :, None, :, None].expand(n, height // 2, 2, width // 2, 2) \
+        .reshape(n, height, width)
+    v = (v - 128.0)[:, :, None, :, None].expand(n, height // 2, 2, width // 2, 2) \
+        .reshape(n, height, width)
     (_, rv), (gu, gv), (bu, _) = _RGB_FROM_CBCR
     bgr = torch.stack([y + bu * u, y + gu * u + gv * v, y + rv * v], 1)
     return bgr.round_().clamp_(0.0, 255.0)

@@ -25,11 +25,15 @@ from ..kernels import KernelSet
 from ..types import Face, Identity
 from . import require_torch
 from .detect import GpuDetector
+from .enhance import DeviceEnhancer
+from .landmark import GpuLandmarker
+from .masks import DeviceFaceParser, DeviceOccluder, area_masks, box_mask_tensor, combine
+from .masks import to_crop as to_crop_tensor
 from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420,
                      nchw_to_hwc, to_device, yuv420_to_bgr)
 from .paste import feather_mask_tensor, paste_faces
 from .timing import StageTimer
-from .warp import crop_faces, similarity_batch, template_points
+from .warp import crop_faces, explode_tiles, implode_tiles, similarity_batch, template_points
 
 
 @dataclass
@@ -48,6 +52,7 @@ class DeviceSwapped:
     faces: Any          # (K, 3, S, S) generated faces, float BGR in [0, 255]
     matrices: Any       # (K, 2, 3) frame→crop
     index: list[int]    # frame of each face
+    masks: Any = None   # (K, S, S) paste weights per face; None: the kernels' box mask
 
 
 def max_batch(engine: Engine) -> int | None:
@@ -89,19 +94,35 @@ class DeviceKernels(KernelSet):
         self.det_pad = graphs(self.detector.engine)
         self.det_batch = 0
         self._warm: set[tuple[int, int, int]] = set()
+        self.frame_graph = bool(plan.frame_graph)
+        self._frame_graphs: dict[tuple[str, int, int], Any] = {}
 
     def _open_stages(self, plan: Any) -> None:
         s, d = plan.settings, self.dev.device
         eng = {name: self._open(sp) for name, sp in plan.stages.items()}
         self.detector = GpuDetector(eng["detect"], self.dev, s.score_threshold,
-                                    s.nms_threshold, s.det_size)
+                                    s.nms_threshold, s.det_size, s.detector_angles)
+        self.landmarker = (GpuLandmarker(eng["landmark"], self.dev) if "landmark" in eng
+                           else None)
         self.neural = NeuralSwapper(eng["swap"], converter=eng.get("convert"))
         self.embed_engine = eng["embed"]
         espec = self.embed_engine.spec
         self.embed_size = espec.preprocess.size[0] if espec.preprocess.size else 112
         self.tpl_embed = template_points(espec.template or "arcface_112", self.embed_size, d)
-        self.tpl_swap = template_points(self.neural.template, self.neural.size, d)
-        self.mask = feather_mask_tensor(self.neural.size, s.feather, d)
+        # --pixel-boost: faces are cropped at the boost size and swapped through tiles
+        self.boost = s.pixel_boost or self.neural.size
+        self.tpl_swap = template_points(self.neural.template, self.boost, d)
+        ff_box = s.mask_blur is not None or any(s.mask_padding)
+        self.mask = (box_mask_tensor(self.boost, s.mask_blur if s.mask_blur is not None else 0.3,
+                                     s.mask_padding, device=d) if ff_box
+                     else feather_mask_tensor(self.boost, s.feather, d))
+        self.occluder = DeviceOccluder(eng["occlude"]) if "occlude" in eng else None
+        self.parser = (DeviceFaceParser(eng["parse"], s.mask_regions) if s.mask_regions
+                       else DeviceFaceParser(eng["parse"])) if "parse" in eng else None
+        self.enhancer = (DeviceEnhancer(eng["enhance"], d, s.enhancer_blend, s.enhancer_weight,
+                                        s.mask_blur if s.mask_blur is not None else 0.3,
+                                        max_batch=plan.stages["enhance"].batch.opt)
+                         if "enhance" in eng else None)
 
     def _extra_options(self, stage_plan: Any) -> dict[str, Any]:
         # ORT's kernels go on our compute stream
@@ -172,13 +193,17 @@ class DeviceKernels(KernelSet):
     def one(swapped: DeviceSwapped, i: int) -> DeviceSwapped:
         """Frame ``i``'s part of ``swap``'s result, as the result of a one-frame batch."""
         keep = [n for n, j in enumerate(swapped.index) if j == i]
-        return DeviceSwapped(swapped.faces[keep], swapped.matrices[keep], [0] * len(keep))
+        masks = None if swapped.masks is None else swapped.masks[keep]
+        return DeviceSwapped(swapped.faces[keep], swapped.matrices[keep], [0] * len(keep), masks)
 
     def warmup(self, batch: int, height: int, width: int, latent: Any = None) -> None:
         """Run each static shape once before the loop's threads start: CUDA graphs are captured
         and cuDNN/ORT autotune here (a graph capture fails while another thread allocates or
         synchronises, and autotuning mid-video would stall the loop)."""
         key = (batch, height, width)
+        if self.frame_graph and batch == 1 and latent is not None:
+            self._graph_for("yuv420p", height, width, latent)  # the live path's format
+            return
         if key in self._warm:
             return
         torch = self.torch
@@ -194,6 +219,37 @@ class DeviceKernels(KernelSet):
         if self.dev.cuda:
             torch.cuda.synchronize(self.dev.device)
         self._warm.add(key)
+
+    def _graph_for(self, fmt: str, height: int, width: int, latent: Any) -> Any:
+        """The frame graph for one frame size and format, captured on first use; the source
+        latent is copied into it when it changed."""
+        from .frame_graph import FrameGraph
+        key = (fmt, height, width)
+        g = self._frame_graphs.get(key)
+        if g is None:
+            g = FrameGraph(self, fmt, height, width)
+            g.set_latent(latent)
+            with self.dev.use(self.compute), self.torch.inference_mode():
+                g.capture()
+            g.source = latent
+            self._frame_graphs[key] = g
+        elif g.source is not latent:
+            g.set_latent(latent)
+            g.source = latent
+        return g
+
+    def frame_graph_captured(self) -> bool | None:
+        """Every frame graph used so far was captured (False: one runs eagerly after a failed
+        capture; None: none was used)."""
+        graphs = list(self._frame_graphs.values())
+        return all(g.graph is not None for g in graphs) if graphs else None
+
+    def process_graphed(self, raw: Any, fmt: str, height: int, width: int, latent: Any) -> int:
+        """Swap the largest face of one device frame (1, …) in place with the frame graph
+        (``FaceSwapper.process`` when the plan has one) → faces swapped (0 or 1)."""
+        g = self._graph_for(fmt, height, width, latent)
+        with self.timer.stage("frame_graph"):
+            return g.run(raw)
 
     # -- stages -------------------------------------------------------------------------------
     def _prep(self, crops, spec):
@@ -216,7 +272,11 @@ class DeviceKernels(KernelSet):
             loc, conf, lmk = (o[:m] for o in self.detector.run_net(x))
         with t.stage("detect_post"):
             dets = self.detector.postprocess(loc, conf, lmk, scale, *frames.shape[2:])
-            return dets.faces(len(rows))
+            faces = dets.faces(len(rows))
+        if self.landmarker is None:
+            return faces
+        with t.stage("landmark"):  # 68 points; the 5 from them when confident
+            return self.landmarker.refine(frames, rows, faces)
 
     def embed(self, batch: DeviceBatch, faces: list[list[Face]], rows: Sequence[int]
               ) -> list[list[Face]]:
@@ -231,7 +291,8 @@ class DeviceKernels(KernelSet):
             out = e.run({e.inputs[0].name: self._prep(crops, e.spec)})[e.outputs[0].name]
             raw = np.asarray(self.torch.as_tensor(out).float().cpu().numpy()).reshape(len(flat), -1)
         it, scales = iter(l2norm(raw)), iter(embedding_scales(raw))
-        return [[Face(f.box, f.score, f.landmarks, next(it), next(scales)) for f in fl]
+        return [[Face(f.box, f.score, f.landmarks, next(it), next(scales), f.landmarks68)
+                 for f in fl]
                 for fl in faces]
 
     def latent(self, embedding: np.ndarray | None, scale: float | None = None):
@@ -265,18 +326,67 @@ class DeviceKernels(KernelSet):
         with self.timer.stage("align_crop"):
             lm = to_device(np.stack([f.landmarks for fl in faces for f in fl]), self.dev.device)
             mats = similarity_batch(lm, self.tpl_swap)
-            crops = crop_faces(batch.frames, idx, mats, self.neural.size)
+            crops = crop_faces(batch.frames, idx, mats, self.boost)
             lats = [ident.latent for il in identities for ident in il]
             same = all(lat is lats[0] for lat in lats)
             latents = (lats[0].expand(len(lats), -1) if same else
                        self.torch.cat([lat.reshape(1, -1) for lat in lats]))
+        total = self.boost // self.neural.size
         with self.timer.stage("generator"):
-            out = self._generate(crops, latents)
-        return DeviceSwapped(out, mats, idx)
+            if total > 1:  # every tile of every face in the generator's batches
+                tiles = self._generate(implode_tiles(crops, total),
+                                       latents.repeat_interleave(total * total, 0))
+                out = explode_tiles(tiles, total)
+            else:
+                out = self._generate(crops, latents)
+        masks = self._masks(crops, out, mats, [f for fl in faces for f in fl])
+        return DeviceSwapped(out, mats, idx, masks)
+
+    def _masks(self, targets, swapped, mats, faces: list[Face]):
+        """Per-face paste masks (K, S, S) as FaceFusion's ``swap_face`` makes them (box and
+        occlusion from the target crops, area and region from the swapped ones, their
+        minimum), or None when the box alone is asked for."""
+        s = self.settings
+        if s.masks == ("box",):
+            return None
+        torch = self.torch
+        with self.timer.stage("masks"):
+            k, size = targets.shape[0], self.boost
+            parts = []
+            if "box" in s.masks:
+                parts.append(self.mask.expand(k, size, size))
+            if self.occluder is not None:
+                parts.append(self.occluder.masks(targets))
+            if "area" in s.masks:
+                have = [f.landmarks68 is not None for f in faces]
+                if all(have):
+                    lm = to_device(np.stack([f.landmarks68 for f in faces]), self.dev.device)
+                    m = area_masks(size, to_crop_tensor(lm, mats), s.mask_areas) \
+                        if s.mask_areas else area_masks(size, to_crop_tensor(lm, mats))
+                    parts.append(m)
+                else:  # the landmarker was not confident on some: no area limit on those
+                    parts.append(torch.ones((k, size, size), device=targets.device))
+            if self.parser is not None:
+                parts.append(self.parser.masks(swapped))
+            return combine(parts)
+
+    def enhance(self, batch: DeviceBatch, faces: list[list[Face]]) -> None:
+        """FaceFusion's face enhancer on every swapped face, in place, after the paste; all
+        faces of the batch in the enhancer's batched calls."""
+        idx = [i for i, fl in enumerate(faces) for _ in fl]
+        if not idx:
+            return
+        with self.timer.stage("enhance"):
+            lm = to_device(np.stack([f.landmarks for fl in faces for f in fl]), self.dev.device)
+            extra = self.occluder.masks if self.occluder is not None else None
+            union = self.enhancer.enhance(batch.frames, lm, idx, extra_mask=extra)
+        batch.union = union if batch.union is None else self.torch.maximum(batch.union, union)
+        batch.hit = tuple(sorted(set(batch.hit) | set(idx)))
 
     def paste(self, batch: DeviceBatch, faces: list[list[Face]], swapped: DeviceSwapped) -> None:
         with self.timer.stage("paste"):
             union = paste_faces(batch.frames, swapped.faces, swapped.matrices, swapped.index,
-                                self.mask, color=self.settings.color_transfer)
+                                self.mask if swapped.masks is None else swapped.masks,
+                                color=self.settings.color_transfer)
         batch.union = union if batch.union is None else self.torch.maximum(batch.union, union)
         batch.hit = tuple(sorted(set(batch.hit) | set(swapped.index)))

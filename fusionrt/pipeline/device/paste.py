@@ -43,7 +43,7 @@ def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,
         crops: (K, 3, S, S) float BGR in [0, 255], the generated faces.
         matrices: (K, 2, 3) frame→crop maps the crops were made with.
         frame_idx: batch index of each face (host ints).
-        mask: (S, S) weights in [0, 1].
+        mask: (S, S) weights in [0, 1] for every face, or (K, S, S): one per face.
         color: colour-transfer each warped face to its frame first (``paste_back``'s
             ``color_transfer``).
 
@@ -59,7 +59,7 @@ def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,
         return union
     slots, n_slots = slot_layout(frame_idx)
     theta = sampling_theta(matrices.to(torch.float64), (size, size), (h, w))
-    m = mask.to(frames.dtype).expand(k, 1, size, size)
+    m = (mask if mask.dim() == 3 else mask[None]).to(frames.dtype)[:, None].expand(k, 1, size, size)
     for s in range(n_slots):  # faces of one slot hit distinct frames: one batched pass each
         sel = [i for i in range(k) if slots[i] == s]
         fi = to_device([frame_idx[i] for i in sel], frames.device)

@@ -118,3 +118,21 @@ def crop_faces(frames, frame_idx: Sequence[int], matrices, size: int, round_valu
                         padding_mode="zeros", align_corners=False)
     crops = out.view(n, c, n_slots, size, size)[fi, :, si]
     return crops.round().clamp(0, 255) if round_values else crops
+
+
+def implode_tiles(crops, total: int):
+    """(K, C, B, B) → (K * total², C, B / total, B / total): FaceFusion's pixel-boost tiles,
+    tile i·total + j holding pixels (y·total + i, x·total + j) (``host.swap.implode_pixel_boost``
+    on tensors)."""
+    k, c, b = crops.shape[0], crops.shape[1], crops.shape[2]
+    s = b // total
+    t = crops.reshape(k, c, s, total, s, total).permute(0, 3, 5, 1, 2, 4)
+    return t.reshape(k * total * total, c, s, s)
+
+
+def explode_tiles(tiles, total: int):
+    """The inverse of ``implode_tiles``."""
+    n, c, s = tiles.shape[0], tiles.shape[1], tiles.shape[2]
+    k = n // (total * total)
+    t = tiles.reshape(k, total, total, c, s, s).permute(0, 3, 4, 1, 5, 2)
+    return t.reshape(k, c, s * total, s * total)

@@ -55,7 +55,7 @@ class Embedder:
         if not faces:
             return []
         raw = self.embed_crops_raw([self.crop(image, f) for f in faces])
-        return [Face(f.box, f.score, f.landmarks, e, s)
+        return [Face(f.box, f.score, f.landmarks, e, s, f.landmarks68)
                 for f, e, s in zip(faces, l2norm(raw), embedding_scales(raw))]
 
 

@@ -23,8 +23,13 @@ from .align import warp_face
 from .classic import ClassicSwapper
 from .detect import Detector
 from .embed import Embedder, embedding_scales, l2norm
+from .enhance import FaceEnhancer
+from .landmark import Landmarker
+from .masks import (AREAS, DEFAULT_BLUR, REGIONS, FaceParser, Occluder, area_mask, box_mask,
+                    combine, to_crop)
+from .paste import box_mask as feathered_box
 from .paste import paste_back
-from .swap import NeuralSwapper, SwapResult
+from .swap import NeuralSwapper, SwapResult, explode_pixel_boost, implode_pixel_boost
 
 
 class HostTimer:
@@ -64,15 +69,25 @@ class HostKernels(KernelSet):
         try:
             eng = {name: self._open(sp) for name, sp in plan.stages.items()}
             self.detector = Detector(eng["detect"], s.score_threshold, s.nms_threshold,
-                                     s.det_size)
+                                     s.det_size, s.detector_angles)
             self.embedder = Embedder(eng["embed"]) if "embed" in eng else None
+            self.landmarker = Landmarker(eng["landmark"]) if "landmark" in eng else None
             self.swapper = (NeuralSwapper(eng["swap"], converter=eng.get("convert"))
                             if "swap" in eng else ClassicSwapper())
+            blur = s.mask_blur if s.mask_blur is not None else DEFAULT_BLUR
+            self.enhancer = (FaceEnhancer(eng["enhance"], s.enhancer_blend, s.enhancer_weight,
+                                          blur) if "enhance" in eng else None)
+            self.occluder = Occluder(eng["occlude"]) if "occlude" in eng else None
+            self.parser = (FaceParser(eng["parse"], s.mask_regions or tuple(REGIONS))
+                           if "parse" in eng else None)
         except BaseException:
             self.close()
             raise
         self.neural = isinstance(self.swapper, NeuralSwapper)
         self.settings = s
+        if self.neural:
+            self.boost = s.pixel_boost or self.swapper.size
+            self.box = crop_box_mask(s, self.boost)
 
     def session(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -98,7 +113,11 @@ class HostKernels(KernelSet):
     # -- stages -------------------------------------------------------------------------------
     def detect(self, batch: list[np.ndarray], rows: Sequence[int]) -> list[list[Face]]:
         with self.timer.stage("detect"):
-            return self.detector.detect_batch([batch[r] for r in rows])
+            faces = self.detector.detect_batch([batch[r] for r in rows])
+        if self.landmarker is None:
+            return faces
+        with self.timer.stage("landmark"):  # 68 points; the 5 from them when confident
+            return self.landmarker.refine_batch([batch[r] for r in rows], faces)
 
     def embed(self, batch: list[np.ndarray], faces: list[list[Face]], rows: Sequence[int]
               ) -> list[list[Face]]:
@@ -109,8 +128,8 @@ class HostKernels(KernelSet):
             raw = self.embedder.embed_crops_raw([self.embedder.crop(batch[r], f)
                                                  for r, f in flat])
         embs, scales = iter(l2norm(raw)), iter(embedding_scales(raw))
-        return [[Face(f.box, f.score, f.landmarks, next(embs), next(scales)) for f in fl]
-                for fl in faces]
+        return [[Face(f.box, f.score, f.landmarks, next(embs), next(scales), f.landmarks68)
+                 for f in fl] for fl in faces]
 
     def latent(self, embedding: np.ndarray | None, scale: float | None = None
                ) -> np.ndarray | None:
@@ -125,15 +144,59 @@ class HostKernels(KernelSet):
             if not self.neural:
                 return [[sw.swap(batch[i], f, ident) for f, ident in zip(fl, il)]
                         for i, (fl, il) in enumerate(zip(faces, identities))]
-            warped = [warp_face(batch[i], f.landmarks, sw.template, sw.size)
+            flat = [f for fl in faces for f in fl]
+            warped = [warp_face(batch[i], f.landmarks, sw.template, self.boost)
                       for i, fl in enumerate(faces) for f in fl]
             if not warped:
                 return [[] for _ in faces]
             latents = np.stack([np.asarray(ident.latent, np.float32).reshape(-1)
                                 for il in identities for ident in il])
-            crops = iter(sw.swap_crops([w[0] for w in warped], latents))
-            mats = iter(w[1] for w in warped)
-            return [[SwapResult(next(crops), next(mats)) for _ in fl] for fl in faces]
+            targets = [w[0] for w in warped]
+            total = self.boost // sw.size
+            if total > 1:  # every tile of every face in one generator call
+                tiles = implode_pixel_boost(np.stack(targets), total)
+                out = sw.swap_crops(list(tiles), np.repeat(latents, total * total, 0))
+                swapped = list(explode_pixel_boost(np.stack(out), total))
+            else:
+                swapped = sw.swap_crops(targets, latents)
+        masks = self._masks(targets, swapped, [w[1] for w in warped], flat)
+        crops, mats, ms = iter(swapped), iter(w[1] for w in warped), iter(masks)
+        return [[SwapResult(next(crops), next(mats), next(ms)) for _ in fl] for fl in faces]
+
+    def _masks(self, targets: list[np.ndarray], swapped: list[np.ndarray],
+               mats: list[np.ndarray], faces: list[Face]) -> list[np.ndarray | None]:
+        """Each face's paste mask in crop space, as FaceFusion's ``swap_face`` makes it: box and
+        occlusion from the target crop, area and region from the swapped one, their minimum.
+        None (the paste's default feathered box) when only that box is asked for."""
+        s = self.settings
+        if s.masks == ("box",) and self.box is None:
+            return [None] * len(targets)
+        with self.timer.stage("masks"):
+            size = self.boost
+            box = self.box if self.box is not None else feathered_box(size, s.feather)
+            parts = []
+            if "box" in s.masks:
+                parts.append(np.repeat(box[None], len(targets), 0))
+            if self.occluder is not None:
+                parts.append(self.occluder.masks(targets))
+            if "area" in s.masks:
+                parts.append(np.stack([area_mask(size, to_crop(f.landmarks68, m),
+                                                 s.mask_areas or tuple(AREAS))
+                                       if f.landmarks68 is not None else np.ones((size, size),
+                                                                                 np.float32)
+                                       for f, m in zip(faces, mats)]))
+            if self.parser is not None:
+                parts.append(self.parser.masks(swapped))
+            return list(combine(parts))
+
+    def enhance(self, batch: list[np.ndarray], faces: list[list[Face]]) -> None:
+        """FaceFusion's face enhancer on every swapped face of the batch, in place (after the
+        paste: the enhancer crops the pasted frame on the template it was trained with)."""
+        extra = self.occluder.masks if self.occluder is not None else None
+        with self.timer.stage("enhance"):
+            for i, fl in enumerate(faces):
+                if fl:
+                    batch[i] = self.enhancer.enhance(batch[i], fl, extra_mask=extra)
 
     def paste(self, batch: list[np.ndarray], faces: list[list[Face]],
               swapped: list[list[SwapResult]]) -> None:
@@ -144,3 +207,13 @@ class HostKernels(KernelSet):
                     batch[i] = paste_back(batch[i], res.crop, res.matrix, mask=res.mask,
                                           feather=c.feather, color_transfer=c.color_transfer,
                                           poisson=c.poisson)
+
+
+def crop_box_mask(s: Any, size: int) -> np.ndarray | None:
+    """The box part of the paste mask at crop side ``size``: FaceFusion's ``create_box_mask``
+    when ``--mask-blur`` or ``--mask-padding`` is given, else None (fusionrt's feathered box,
+    ``paste.box_mask``)."""
+    if s.mask_blur is None and not any(s.mask_padding):
+        return None
+    return box_mask(size, s.mask_blur if s.mask_blur is not None else DEFAULT_BLUR,
+                    s.mask_padding)

@@ -172,3 +172,21 @@ class NeuralSwapper:
         out = self.swap_crops([crop], self.latent(source.embedding,
                                                   source.face.embedding_scale))[0]
         return SwapResult(out, m)
+
+
+def implode_pixel_boost(crops: np.ndarray, total: int) -> np.ndarray:
+    """(K, B, B, C) crops at the pixel-boost size → (K * total², B / total, B / total, C)
+    tiles, tile i·total + j holding pixels (y·total + i, x·total + j): FaceFusion 3.8.1
+    ``face_swapper/core.py`` ``implode_pixel_boost``, for K faces at once."""
+    k, b = crops.shape[0], crops.shape[1]
+    s = b // total
+    t = crops.reshape(k, s, total, s, total, -1).transpose(0, 2, 4, 1, 3, 5)
+    return t.reshape(k * total * total, s, s, -1)
+
+
+def explode_pixel_boost(tiles: np.ndarray, total: int) -> np.ndarray:
+    """The inverse of ``implode_pixel_boost`` (FaceFusion's ``explode_pixel_boost``)."""
+    n, s = tiles.shape[0], tiles.shape[1]
+    k = n // (total * total)
+    t = tiles.reshape(k, total, total, s, s, -1).transpose(0, 3, 1, 4, 2, 5)
+    return t.reshape(k, s * total, s * total, -1)

@@ -128,3 +128,36 @@ def balance_source_embedding(options, source_embedding, target_embedding,
     source_embedding = source_embedding.reshape(1, -1)
     target_embedding = target_embedding.reshape(1, -1)
     return source_embedding * (1 - face_swapper_weight) + target_embedding * face_swapper_weight
+
+
+# -- shared by the detector, landmarker, enhancer and mask oracles ------------------------------
+
+def create_box_mask(crop_vision_frame, face_mask_blur, face_mask_padding):
+    """facefusion/face_masker.py ``create_box_mask``."""
+    crop_size = crop_vision_frame.shape[:2][::-1]
+    blur_amount = int(crop_size[0] * 0.5 * face_mask_blur)
+    blur_area = max(blur_amount // 2, 1)
+    box_mask = numpy.ones(crop_size).astype(numpy.float32)
+    box_mask[:max(blur_area, int(crop_size[1] * face_mask_padding[0] / 100)), :] = 0
+    box_mask[-max(blur_area, int(crop_size[1] * face_mask_padding[2] / 100)):, :] = 0
+    box_mask[:, :max(blur_area, int(crop_size[0] * face_mask_padding[3] / 100))] = 0
+    box_mask[:, -max(blur_area, int(crop_size[0] * face_mask_padding[1] / 100)):] = 0
+    if blur_amount > 0:
+        box_mask = cv2.GaussianBlur(box_mask, (0, 0), blur_amount * 0.25)
+    return box_mask
+
+
+def create_rotation_matrix_and_size(angle, size):
+    """facefusion/face_helper.py ``create_rotation_matrix_and_size``."""
+    rotation_matrix = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1)
+    rotation_size = numpy.dot(numpy.abs(rotation_matrix[:, :2]), size)
+    rotation_matrix[:, -1] += (rotation_size - size) * 0.5
+    rotation_size = int(rotation_size[0]), int(rotation_size[1])
+    return rotation_matrix, rotation_size
+
+
+def transform_points(points, matrix):
+    """facefusion/face_helper.py ``transform_points``."""
+    points = points.reshape(-1, 1, 2)
+    points = cv2.transform(points, matrix)
+    return points.reshape(-1, 2)

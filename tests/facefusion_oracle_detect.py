@@ -18,6 +18,8 @@ from typing import Callable, List, Sequence
 import cv2
 import numpy
 
+from facefusion_oracle import create_rotation_matrix_and_size, transform_points  # noqa: F401
+
 
 def restrict_frame(vision_frame, resolution):
     """facefusion/vision.py ``restrict_frame``."""
@@ -172,20 +174,8 @@ def detect_faces(vision_frame, model, face_detector_size, face_detector_score, f
     return bounding_boxes, face_scores, face_landmarks_5
 
 
-def create_rotation_matrix_and_size(angle, size):
-    """facefusion/face_helper.py ``create_rotation_matrix_and_size``."""
-    rotation_matrix = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1)
-    rotation_size = numpy.dot(numpy.abs(rotation_matrix[:, :2]), size)
-    rotation_matrix[:, -1] += (rotation_size - size) * 0.5
-    rotation_size = int(rotation_size[0]), int(rotation_size[1])
-    return rotation_matrix, rotation_size
 
 
-def transform_points(points, matrix):
-    """facefusion/face_helper.py ``transform_points``."""
-    points = points.reshape(-1, 1, 2)
-    points = cv2.transform(points, matrix)
-    return points.reshape(-1, 2)
 
 
 def transform_bounding_box(bounding_box, matrix):

@@ -15,7 +15,7 @@ from typing import Callable
 import cv2
 import numpy
 
-from facefusion_oracle import warp_face_by_face_landmark_5  # tests/facefusion_oracle.py
+from facefusion_oracle import create_box_mask, warp_face_by_face_landmark_5  # noqa: F401
 
 # processors/modules/face_enhancer/core.py create_static_model_set: template and size.
 MODEL_OPTIONS = {
@@ -31,19 +31,6 @@ FACE_ENHANCER_WEIGHT = 0.5
 FACE_MASK_BLUR = 0.3
 
 
-def create_box_mask(crop_vision_frame, face_mask_blur, face_mask_padding):
-    """facefusion/face_masker.py ``create_box_mask``."""
-    crop_size = crop_vision_frame.shape[:2][::-1]
-    blur_amount = int(crop_size[0] * 0.5 * face_mask_blur)
-    blur_area = max(blur_amount // 2, 1)
-    box_mask = numpy.ones(crop_size).astype(numpy.float32)
-    box_mask[:max(blur_area, int(crop_size[1] * face_mask_padding[0] / 100)), :] = 0
-    box_mask[-max(blur_area, int(crop_size[1] * face_mask_padding[2] / 100)):, :] = 0
-    box_mask[:, :max(blur_area, int(crop_size[0] * face_mask_padding[3] / 100))] = 0
-    box_mask[:, -max(blur_area, int(crop_size[0] * face_mask_padding[1] / 100)):] = 0
-    if blur_amount > 0:
-        box_mask = cv2.GaussianBlur(box_mask, (0, 0), blur_amount * 0.25)
-    return box_mask
 
 
 def transform_points(points, matrix):

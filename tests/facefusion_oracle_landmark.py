@@ -14,26 +14,16 @@ from __future__ import annotations
 import cv2
 import numpy
 
+from facefusion_oracle import create_rotation_matrix_and_size, transform_points  # noqa: F401
+
 # facefusion/face_landmarker.py create_static_model_set: '2dfan4' 'size'
 MODEL_SIZE = (256, 256)
 # facefusion/program.py: --face-landmarker-score default
 FACE_LANDMARKER_SCORE = 0.5
 
 
-def create_rotation_matrix_and_size(angle, size):
-    """facefusion/face_helper.py ``create_rotation_matrix_and_size``."""
-    rotation_matrix = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1)
-    rotation_size = numpy.dot(numpy.abs(rotation_matrix[:, :2]), size)
-    rotation_matrix[:, -1] += (rotation_size - size) * 0.5
-    rotation_size = int(rotation_size[0]), int(rotation_size[1])
-    return rotation_matrix, rotation_size
 
 
-def transform_points(points, matrix):
-    """facefusion/face_helper.py ``transform_points``."""
-    points = points.reshape(-1, 1, 2)
-    points = cv2.transform(points, matrix)
-    return points.reshape(-1, 2)
 
 
 def warp_face_by_translation(temp_vision_frame, translation, scale, crop_size):

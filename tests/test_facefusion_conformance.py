@@ -19,21 +19,13 @@ from fusionrt.models.zoo import get_spec
 from fusionrt.pipeline.host.align import warp_face
 from fusionrt.pipeline.host.embed import embedding_scales, l2norm, to_tensor
 from fusionrt.pipeline.host.swap import NeuralSwapper
+from onnx_probes import save_probe as _save, value_info as _vi  # tests/onnx_probes.py
 
 RNG = np.random.default_rng(18)
 
 
-def _save(nodes, inputs, outputs, inits, path):
-    graph = helper.make_graph(nodes, "probe", inputs, outputs,
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
-def _vi(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
 def converter_probe(spec, path):

@@ -23,6 +23,7 @@ from fusionrt.pipeline.host.decoders import DECODERS, insightface_anchors, insig
 from fusionrt.pipeline.host.detect import Detector, unrotate_points
 from fusionrt.pipeline.plan import with_anchor_count
 from fusionrt.pipeline.settings import PipelineConfig
+from onnx_probes import save_probe as _save, value_info as _vi  # tests/onnx_probes.py
 
 # FaceFusion's model name per fusionrt file, and the detector size the probes are built for
 FF_MODEL = {"scrfd_2.5g": "scrfd", "retinaface_10g": "retinaface", "yoloface_8n": "yolo_face"}
@@ -43,17 +44,8 @@ PLANTED = [
 GAIN = {"score": 0.01, "offset": 0.25}  # input dependence: output += gain * cell mean
 
 
-def _vi(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
-def _save(nodes, inputs, outputs, inits, path):
-    graph = helper.make_graph(nodes, "probe", inputs, outputs,
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
 def _cell_mean(nodes, s, out):

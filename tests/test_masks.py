@@ -20,6 +20,7 @@ from fusionrt.errors import InputError, ModelError
 from fusionrt.models.spec import Artifact
 from fusionrt.models.zoo import ZOO, get_spec
 from fusionrt.pipeline.host import masks as hm
+from onnx_probes import save_probe as _save, value_info as _vi  # tests/onnx_probes.py
 
 HOST_TOL = 1 / 255
 DEVICE_TOL = 2 / 255
@@ -33,17 +34,8 @@ PLANTED = np.kron(GROUPS, np.ones((4, 4), np.int64))  # (16, 16): nearest-upsamp
 
 # -- probe models -------------------------------------------------------------------------------
 
-def _save(nodes, inputs, outputs, inits, path):
-    graph = helper.make_graph(nodes, "probe", inputs, outputs,
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
-def _vi(name, shape):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
 
 def xseg_probe(spec, path):

@@ -240,3 +240,23 @@ def test_cli_runs_enhancer_and_masks(home, tmp_path, grace_path, astronaut_path)
 def test_oracle_is_facefusions():
     assert "ffhq_512" in ff.WARP_TEMPLATE_SET  # the enhancers' template, from face_helper.py
     assert issubclass(InputError, FusionError)
+
+
+@pytest.mark.parametrize("size", [0, 33, 8192])
+def test_det_size_out_of_range(size):
+    with pytest.raises(InputError, match=f"--det-size \\| got {size}; expected 64 to 4096"):
+        PipelineConfig(det_size=size).check()
+
+
+def test_device_warmup_runs_the_enhancer_before_the_loop(home, grace, astronaut):
+    """The enhancer's padded batch runs in ``warmup`` (its CUDA graph is captured there on a GPU,
+    before the video loop's threads start)."""
+    pytest.importorskip("torch")
+    from fusionrt.pipeline.swapper import FaceSwapper
+    with FaceSwapper.open(PipelineConfig(**SYN, kernels="device", enhancer="gfpgan_1.4")) as sw:
+        sw.set_source(astronaut)
+        eng, calls = sw.kernels.enhancer.engine, []
+        run = eng.run
+        eng.run = lambda feeds: calls.append(feeds["input"].shape[0]) or run(feeds)
+        sw.warmup(4, 240, 320)
+    assert calls == [sw.kernels.enhancer.chunk]

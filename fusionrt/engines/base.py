@@ -209,6 +209,14 @@ class Engine(ABC):
     #: True for engines built for a batch range (TensorRT profiles, CUDA graphs).
     fixed_batch_profile: ClassVar[bool] = False
 
+    @property
+    def max_batch(self) -> int | None:
+        """The most items one ``run`` may take: the built profile's max on engines whose plan
+        fixes it (and, on ONNX Runtime, a graph exported with a fixed batch, such as the released
+        inswapper_128 or a FaceFusion file exported for one face); None when any batch runs.
+        Callers cut their batches into chunks of it."""
+        return self.config.batch.max if self.fixed_batch_profile else None
+
     # -- implementation --------------------------------------------------------
     @abstractmethod
     def _load(self) -> None: ...

@@ -44,6 +44,18 @@ class OrtCpuEngine(Engine):
     def _provider_list(self) -> list:
         return ["CPUExecutionProvider"]
 
+    @property
+    def max_batch(self) -> int | None:
+        limits = [b for b in (super().max_batch, self._graph_batch()) if b]
+        return min(limits) if limits else None
+
+    def _graph_batch(self) -> int | None:
+        session = getattr(self, "session", None)
+        if session is None:
+            return None
+        dim = session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
     def _load(self) -> None:
         import onnxruntime as ort
         path = self.artifact.onnx_path

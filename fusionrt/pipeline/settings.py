@@ -96,6 +96,9 @@ class PipelineConfig:
         if self.precision not in PRECISIONS:
             raise EngineError(f"precision '{self.precision}' | unknown; expected one of: "
                               f"{', '.join(PRECISIONS)}")
+        if not 64 <= int(self.det_size) <= 4096:
+            raise InputError(f"--det-size | got {self.det_size}; expected 64 to 4096 (default "
+                             "640; 320 is faster when faces are large)")
         if self.detect_every < 1 or self.gen_batch < 1:
             raise InputError(f"detect_every {self.detect_every}, gen_batch {self.gen_batch} | "
                              "expected both >= 1")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from ...engines.base import Engine
 from ...errors import InputError
-from ..host.enhance import check_unit, enhance_spec, graph_batch
+from ..host.enhance import check_unit, enhance_spec
 from ..host.masks import box_mask
 from . import require_torch
 from .frames import const
@@ -55,7 +55,7 @@ class DeviceEnhancer:
         self.template = self.spec.template
         self.has_weight = any(t.name == "weight" for t in self.spec.inputs)
         self.output_name = self.spec.outputs[0].name
-        self.chunk = min(int(max_batch), graph_batch(engine) or int(max_batch))
+        self.chunk = min(int(max_batch), engine.max_batch or int(max_batch))
         # one static shape for a captured graph (kernels.DeviceKernels.pad_static)
         self.pad_static = bool(self.device.type == "cuda"
                                and engine.config.options.get("cuda_graph"))

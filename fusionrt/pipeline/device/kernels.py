@@ -55,13 +55,6 @@ class DeviceSwapped:
     masks: Any = None   # (K, S, S) paste weights per face; None: the kernels' box mask
 
 
-def max_batch(engine: Engine) -> int | None:
-    """The batch an ONNX graph is fixed to (the released inswapper_128 takes only 1)."""
-    session = getattr(engine, "session", None)
-    if session is None:
-        return None
-    dim = session.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) and dim > 0 else None
 
 
 class DeviceKernels(KernelSet):
@@ -88,7 +81,7 @@ class DeviceKernels(KernelSet):
         except BaseException:
             self.close()
             raise
-        self.gen_chunk = min(s.gen_batch, max_batch(self.neural.engine) or s.gen_batch)
+        self.gen_chunk = min(s.gen_batch, self.neural.engine.max_batch or s.gen_batch)
         graphs = lambda e: bool(self.dev.cuda and e.config.options.get("cuda_graph"))  # noqa: E731
         self.pad_static = graphs(self.neural.engine)
         self.det_pad = graphs(self.detector.engine)
@@ -216,6 +209,10 @@ class DeviceKernels(KernelSet):
                 s = self.neural.size
                 crops = torch.zeros((self.gen_chunk, 3, s, s), device=self.dev.device)
                 self._generate(crops, latent.expand(self.gen_chunk, -1))
+            if self.enhancer is not None:  # its padded batch: the CUDA graph it replays
+                e = self.enhancer
+                self.enhancer.enhance_crops(torch.zeros((e.chunk, 3, e.size, e.size),
+                                                        device=self.dev.device))
         if self.dev.cuda:
             torch.cuda.synchronize(self.dev.device)
         self._warm.add(key)

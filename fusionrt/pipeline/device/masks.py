@@ -41,19 +41,12 @@ _KERNELS: dict = {}
 FIX = 65536  # OpenCV drawing.cpp XY_ONE: 16.16 fixed point
 
 
-def _batch_limit(engine: Engine) -> int | None:
-    """The batch an ONNX graph is fixed to, if any (then the crops go in chunks of it)."""
-    session = getattr(engine, "session", None)
-    if session is None:
-        return None
-    dim = session.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) and dim > 0 else None
 
 
 def _run(engine: Engine, x) -> Any:
     """One engine call for the whole batch (chunks only where the graph's batch is fixed)."""
     torch = require_torch()
-    limit = _batch_limit(engine) or x.shape[0]
+    limit = engine.max_batch or x.shape[0]
     outs = []
     for s in range(0, x.shape[0], limit):
         y = engine.run({engine.inputs[0].name: x[s:s + limit].contiguous()})

@@ -38,18 +38,6 @@ from .paste import paste_back
 ExtraMask = Callable[[list], np.ndarray]
 
 
-def graph_batch(engine: Engine) -> int | None:
-    """The largest batch one call may take: the ONNX graph's fixed batch (FaceFusion's files
-    may be exported for one face) or an engine's built profile; None when any batch runs."""
-    limits = []
-    session = getattr(engine, "session", None)
-    if session is not None:
-        dim = session.get_inputs()[0].shape[0]
-        if isinstance(dim, int) and dim > 0:
-            limits.append(dim)
-    if engine.fixed_batch_profile:
-        limits.append(engine.config.batch.max)
-    return min(limits) if limits else None
 
 
 def check_unit(name: str, value: float) -> float:
@@ -100,7 +88,7 @@ class FaceEnhancer:
         self.has_weight = any(t.name == "weight" for t in self.spec.inputs)
         self.output_name = self.spec.outputs[0].name
         self.box = box_mask(self.size, self.mask_blur)  # create_box_mask, no padding
-        self.chunk = graph_batch(self.engine)
+        self.chunk = self.engine.max_batch  # a file exported for one face: chunks of 1
 
     def enhance_crops(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Aligned BGR uint8 crops → enhanced BGR uint8 crops; one engine call for all (or one

@@ -290,6 +290,11 @@ def test_batch_size_header_only_with_debug_headers(client, photos):
     ({"select": "reference"}, "select: Input should be 'largest' or 'all'"),
     ({"device": "tpu"}, "device: device 'tpu' | unknown; expected cpu, cuda or cuda:N"),
     ([1], "reload | body: Input should be a valid dictionary"),
+    ({"enhancer": "nope"}, "enhancer: Input should be 'none', 'gfpgan_1.4'"),
+    ({"masks": ["hair"]}, "masks.0: Input should be 'box', 'occlusion', 'area' or 'region'"),
+    ({"masks": []}, "masks: List should have at least 1 item"),
+    ({"enhancer_blend": 80}, "enhancer_blend: Input should be less than or equal to 1"),
+    ({"pixel_boost": -1}, "pixel_boost: Input should be greater than or equal to 0"),
 ])
 def test_reload_body_is_validated(client, body, reason):
     before = client.get("/readyz").json()["version"]
@@ -386,3 +391,10 @@ def test_uploads_are_turned_upright_by_their_exif_orientation():
     assert img[5, 16, 2] > 200 and img[60, 16, 0] > 200  # red on top, blue below (BGR)
     with pytest.raises(ApiError, match="64x32 pixels; expected at most 40"):  # side limit
         decode_image(buf.getvalue(), "target", 40)
+
+
+def test_reload_accepts_the_post_swap_stages():
+    from fusionrt.serve.runtime import reload_changes
+    assert reload_changes({"enhancer": "gfpgan_1.4", "masks": ["box", "occlusion"],
+                           "enhancer_blend": 0.5}) == {
+        "enhancer": "gfpgan_1.4", "masks": ["box", "occlusion"], "enhancer_blend": 0.5}

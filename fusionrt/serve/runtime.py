@@ -25,7 +25,8 @@ from ..errors import FusionError, InputError, ModelError
 from ..models.store import ModelStore
 from ..pipeline.image_io import read_image
 from ..pipeline.plan import check_device
-from ..pipeline.settings import SWAPPER_CHOICES, PipelineConfig
+from ..pipeline.host.masks import MASK_TYPES
+from ..pipeline.settings import ENHANCER_CHOICES, SWAPPER_CHOICES, PipelineConfig
 from ..pipeline.swapper import FaceSwapper
 from ..pipeline.types import Face
 from .metrics import Metrics
@@ -195,6 +196,13 @@ def _reload_model():
         color_transfer: bool = None
         poisson: bool = None
         select: Literal["largest", "all"] = None  # 'reference' needs a per-request reference
+        # FaceFusion's post-swap stages (PipelineConfig.check_post has the same rules)
+        enhancer: Literal[ENHANCER_CHOICES] = None
+        enhancer_blend: float = Field(None, ge=0, le=1)
+        enhancer_weight: float = Field(None, ge=0, le=1)
+        masks: list[Literal[MASK_TYPES]] = Field(None, min_length=1)
+        mask_blur: float = Field(None, ge=0, le=1)
+        pixel_boost: int = Field(None, ge=0, le=2048)
 
         @field_validator("device")
         @classmethod

@@ -7,6 +7,7 @@ threshold and not-measured tests run on any Python with the core install."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,36 @@ def test_build_rejects_a_bad_batch_profile(synthetic_home):
     from fusionrt.cli import main
     assert main(["build", "arcface_w600k_r50", "--batch", "8:1:4",
                  "--allow-synthetic"]) == InputError.exit_code
+
+
+# -- issue 19: the post-swap models are gated too; models without figures are refused -------------
+
+def test_models_without_gate_figures_are_refused_before_converting():
+    from fusionrt.builders.gate import check_gated
+    from fusionrt.models.zoo import get_spec
+    for name, what in (("2dfan4", "(landmark)"), ("scrfd_2.5g", "insightface_anchors outputs")):
+        with pytest.raises(ModelError, match=f"no figures for '{name}' .*{what}.*--precision fp32"):
+            check_gated(get_spec(name))
+    for name in ("gfpgan_1.4", "xseg_1", "bisenet_resnet_34", "retinaface_mnet025",
+                 "inswapper_128"):
+        check_gated(get_spec(name))
+
+
+@pytest.mark.parametrize("model, noise, metric, passes", [
+    ("gfpgan_1.4", 1e-4, "psnr", True), ("gfpgan_1.4", 0.3, "psnr", False),
+    ("xseg_1", 1e-4, "psnr", True), ("xseg_1", 0.3, "psnr", False),
+    ("bisenet_resnet_34", 1e-6, "label_agree", True), ("bisenet_resnet_34", 5.0, "label_agree", False),
+])
+def test_post_swap_figures(model, noise, metric, passes):
+    """Fake runners (the gate's override points): a tiny perturbation passes, a large one fails."""
+    from fusionrt.builders.gate import evaluate
+    from fusionrt.models.zoo import get_spec
+    spec = get_spec(model)
+    rng = np.random.default_rng(0)
+    shape = [2 if d == "N" else d for d in spec.outputs[0].shape]
+    base = rng.standard_normal(shape).astype(np.float32)
+    pert = rng.standard_normal(shape).astype(np.float32) * noise
+    rep = evaluate(spec, Path("ref.onnx"), Path("cand.onnx"), "fp16", [{}],
+                   reference_runner=lambda f: [base], candidate_runner=lambda f: [base + pert])
+    fig = {f.metric: f for f in rep.figures}[metric]
+    assert rep.passed is passes and fig.passed is passes

@@ -4,7 +4,10 @@ Figures per task, on held-out inputs (never the crops INT8 was calibrated on):
   * swap: PSNR and SSIM of the swapped crop (RGB in [0, 1]) and the identity cosine between
     ArcFace embeddings of the FP32 and the candidate outputs (the FP32 ArcFace judges both);
   * embed: cosine between FP32 and candidate embeddings;
-  * detect: IoU of matched boxes and landmark error (fraction of the box width).
+  * detect: IoU of matched boxes and landmark error (fraction of the box width);
+  * enhance: PSNR and SSIM of the restored face (the [-1, 1] output mapped to [0, 1]);
+  * occlude: PSNR of the occlusion mask (clipped to [0, 1], as FaceFusion clips it);
+  * parse: the share of pixels whose face-parsing class (argmax) agrees with FP32.
 Thresholds: PSNR and ID-cosine are the project's (issue 5); the others are fusionrt's choice,
 set so that an FP16/INT8 build of a working model passes with margin. All are configurable.
 
@@ -58,13 +61,14 @@ class Thresholds:
     embed_cosine: float
     box_iou: float
     landmark_err: float
+    label_agree: float = 0.99  # face parser: pixels with the FP32 class
 
 
 PRESETS: dict[str, Thresholds] = {
     "fp16": Thresholds(psnr=40.0, ssim=0.98, id_cosine=0.99, embed_cosine=0.999, box_iou=0.95,
                        landmark_err=0.02),
     "int8": Thresholds(psnr=30.0, ssim=0.90, id_cosine=0.95, embed_cosine=0.98, box_iou=0.90,
-                       landmark_err=0.05),
+                       landmark_err=0.05, label_agree=0.95),
 }
 
 
@@ -196,6 +200,20 @@ def _cpu_graph_engine(name: str) -> bool:
         tuple(get_engine(name).devices) == ("cpu",)
 
 
+GATED_TASKS = ("swap", "embed", "detect", "enhance", "occlude", "parse")
+
+
+def check_gated(spec: ModelSpec) -> None:
+    """Refuse, before anything is converted, a model the gate has no figures for: a
+    reduced-precision artifact is never used ungated."""
+    decoder = spec.extra.get("decoder", "retinaface_priors")
+    if spec.task not in GATED_TASKS or (spec.task == "detect" and decoder != "retinaface_priors"):
+        what = f"{spec.task}, {decoder} outputs" if spec.task == "detect" else spec.task
+        raise ModelError(f"quality gate | no figures for '{spec.name}' ({what}) yet, so no "
+                         "FP16/INT8 artifact of it is made; use --precision fp32 (gated: "
+                         f"tasks {', '.join(GATED_TASKS)}; detectors with RetinaFace heads)")
+
+
 def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
              feeds: Sequence[Mapping[str, np.ndarray]], *, engine: str = REFERENCE_ENGINE,
              thresholds: Thresholds | None = None, id_embed: IdEmbed | None = None,
@@ -238,6 +256,18 @@ def evaluate(spec: ModelSpec, reference: Path, candidate: Path, precision: str,
         figs = [check("embed_cosine", _safe(cosine, ref_out[0], got_out[0]), th.embed_cosine)]
     elif spec.task == "detect":
         figs = _detect_figures(spec, ref_out, got_out, th, decode, notes)
+    elif spec.task in ("enhance", "occlude"):
+        # an enhancer's image in [-1, 1] → [0, 1]; a mask is clipped to [0, 1] as FaceFusion does
+        unit = (lambda y: (np.clip(y, -1, 1) + 1) / 2) if spec.task == "enhance" else \
+            (lambda y: np.clip(y, 0, 1))
+        a, b = unit(ref_out[0]), unit(np.nan_to_num(got_out[0], nan=-1.0))
+        figs = [check("psnr", _safe(psnr, a, b), th.psnr)]
+        if spec.task == "enhance":
+            figs.append(check("ssim", _safe(ssim, a, b), th.ssim))
+    elif spec.task == "parse":
+        agree = float(np.mean(ref_out[0].argmax(1) == got_out[0].argmax(1))) \
+            if np.isfinite(got_out[0]).all() else float("-inf")
+        figs = [check("label_agree", agree, th.label_agree)]
     else:
         raise ModelError(f"quality gate | task '{spec.task}' has no figures")
     if synthetic:

@@ -247,12 +247,13 @@ def build_artifact(model: str, precision: str, *, calibration: Path | None = Non
 
     Without an FP32 ArcFace a swap model's identity cosine is not measured and the gate decides
     on PSNR/SSIM; ``require_id`` refuses instead (before converting anything)."""
-    from ..builders.gate import ID_NOT_MEASURED, evaluate, refusal
+    from ..builders.gate import ID_NOT_MEASURED, check_gated, evaluate, refusal
     spec = get_spec(model)
     art = ModelStore().resolve(model, allow_synthetic=allow_synthetic)
     fp32 = Path(art.onnx_path)
     if precision == "fp32":
         return BuildResult(fp32, "fp32")
+    check_gated(spec)
     fit, held, notes = holdout_feeds(spec, calibration)
     if precision == "int8" and not fit:
         raise InputError(f"model '{spec.name}' | INT8 needs --calibration SET.npz; make one "

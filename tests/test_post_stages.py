@@ -20,7 +20,7 @@ from fusionrt.pipeline.settings import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = {"arcface_w600k_r50": 0.0625, "inswapper_128": 0.03, "gfpgan_1.4": 0.05,
-          "xseg_1": 0.05, "bisenet_resnet_34": 0.05}
+          "xseg_1": 0.05, "bisenet_resnet_34": 0.05, "2dfan4": 0.0625}
 SYN = dict(swapper="inswapper_128", allow_synthetic=True, det_size=320)
 
 
@@ -260,3 +260,32 @@ def test_device_warmup_runs_the_enhancer_before_the_loop(home, grace, astronaut)
         eng.run = lambda feeds: calls.append(feeds["input"].shape[0]) or run(feeds)
         sw.warmup(4, 240, 320)
     assert calls == [sw.kernels.enhancer.chunk]
+
+
+def test_area_mask_per_face_on_both_kernel_sets(home):
+    """A face without 68 points (the landmarker was not confident) gets no area limit, the
+    others their area: per face, the same on the host and the device kernels."""
+    torch = pytest.importorskip("torch")
+    from fusionrt.pipeline.swapper import FaceSwapper
+    from fusionrt.pipeline.types import Face
+    rng = np.random.default_rng(5)
+    size = 128
+    lm68 = (rng.uniform(0.3, 0.7, (68, 2)) * 400).astype(np.float32)
+    faces = [Face(np.zeros(4, np.float32), 0.9, np.zeros((5, 2), np.float32), landmarks68=lm68),
+             Face(np.zeros(4, np.float32), 0.9, np.zeros((5, 2), np.float32))]
+    mats = np.stack([np.array([[0.32, 0, 0], [0, 0.32, 0]])] * 2)
+    crops = [np.zeros((size, size, 3), np.uint8)] * 2
+    got = {}
+    for kernels in ("host", "device"):
+        cfg = PipelineConfig(**SYN, kernels=kernels, landmarker="2dfan4", masks=("box", "area"))
+        with FaceSwapper.open(cfg) as sw:
+            k = sw.kernels
+            if kernels == "host":
+                got[kernels] = np.stack(k._masks(crops, crops, list(mats), faces))
+            else:
+                t = torch.zeros((2, 3, size, size))
+                got[kernels] = k._masks(t, t, torch.from_numpy(mats), faces).numpy()
+            box = np.asarray(k.box if kernels == "host" else k.mask.numpy())
+    np.testing.assert_allclose(got["device"], got["host"], atol=1e-5)
+    np.testing.assert_array_equal(got["host"][1], box)  # no 68 points: the box alone
+    assert got["host"][0].sum() < 0.8 * box.sum()      # 68 points: the area limits it

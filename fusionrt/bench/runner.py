@@ -193,10 +193,9 @@ class BenchRunner:
             names += [n for n in [ZOO[c.pipeline_swapper].extra.get("converter")] if n]
             # the post-swap stages the video rows run (--preset enhance)
             names += [c.pipeline_enhancer] if c.pipeline_enhancer != "none" else []
-            from ..pipeline.settings import PipelineConfig
-            d = PipelineConfig()
-            names += [d.occluder] if "occlusion" in c.pipeline_masks else []
-            names += [d.face_parser] if "region" in c.pipeline_masks else []
+            from ..pipeline.settings import PipelineConfig  # its default mask models
+            names += [PipelineConfig.occluder] if "occlusion" in c.pipeline_masks else []
+            names += [PipelineConfig.face_parser] if "region" in c.pipeline_masks else []
         try:
             from ..builders.synth import synthesize_missing
             built = synthesize_missing(self.store, names)

@@ -74,14 +74,13 @@ def post_settings(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         raise InputError(f"--mask-padding '{args.mask_padding}' | expected 1 to 4 integers "
                          "0-100, e.g. 10 or 0,5,10,5") from None
-    from .host.masks import normalize_padding
     return dict(enhancer=name, enhancer_blend=blend,
                 enhancer_weight=float(getattr(args, "enhancer_weight", 0.5)),
                 masks=_csv(getattr(args, "mask", "box")),
                 mask_regions=_csv(getattr(args, "mask_regions", "")),
                 mask_areas=_csv(getattr(args, "mask_areas", "")),
                 mask_blur=getattr(args, "mask_blur", None),
-                mask_padding=normalize_padding(padding or (0,)),
+                mask_padding=padding or (0,),  # 1 to 4 values: PipelineConfig.check expands
                 occluder=getattr(args, "occluder", "xseg_1"),
                 face_parser=getattr(args, "face_parser", "bisenet_resnet_34"),
                 pixel_boost=int(getattr(args, "pixel_boost", 0)))

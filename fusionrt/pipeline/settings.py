@@ -110,6 +110,19 @@ class PipelineConfig:
         check_angles(self.detector_angles)
         self.check_post()
 
+    @property
+    def facefusion_box(self) -> bool:
+        """The paste's box is FaceFusion's ``create_box_mask`` (``--mask-blur`` or
+        ``--mask-padding`` given), not fusionrt's feathered box."""
+        return self.mask_blur is not None or any(self.mask_padding)
+
+    @property
+    def box_blur(self) -> float:
+        """FaceFusion's ``face_mask_blur``: ``--mask-blur``, else its default 0.3 (the
+        enhancer's box and FaceFusion's box)."""
+        from .host.masks import DEFAULT_BLUR
+        return self.mask_blur if self.mask_blur is not None else DEFAULT_BLUR
+
     def check_post(self) -> None:
         """Enhancer, masks and pixel boost (FaceFusion's names and ranges)."""
         from .host.masks import check_areas, check_mask_types, check_regions, normalize_padding

@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..host.detect import VARIANCES
 from . import require_torch
+from .detect import box_iou
 from .frames import bgr_to_yuv420, hwc_to_nchw, merge_yuv420, nchw_to_hwc, yuv420_to_bgr
 from .paste import color_transfer
 from .warp import invert_affine, sampling_theta, similarity_batch
@@ -37,9 +39,6 @@ def largest_face(detector: Any, loc, conf, lmk, scale, height: int, width: int):
     largest face after threshold and greedy NMS, as ``GpuDetector.postprocess`` then
     ``select_faces(..., "largest")`` choose it, in fixed-size tensor ops only."""
     torch = require_torch()
-    from ..host.detect import VARIANCES
-    from .detect import box_iou
-
     scores = conf[0, :, 1]
     k = min(TOP_K, scores.shape[0])
     top, idx = torch.topk(scores, k)  # sorted, highest first: NMS order
@@ -84,16 +83,22 @@ class FrameGraph:
         shape = (1, height * 3 // 2, width) if fmt == "yuv420p" else (1, height, width, 3)
         self.raw = torch.zeros(shape, dtype=torch.uint8, device=d)
         self.latent = None
+        self.source: Any = None  # the latent tensor last copied in (by identity)
         self.found = None
         self.graph = None
         self.error = ""  # why capture failed, if it did
 
     def set_latent(self, latent) -> None:
+        """Use ``latent`` (a source's generator vector); copied into the static buffer the
+        captured graph reads only when it is another tensor than the last one."""
+        if latent is self.source:
+            return
         lat = latent.reshape(1, -1).float()
         if self.latent is None:
             self.latent = lat.clone()
         else:
             self.latent.copy_(lat)
+        self.source = latent
 
     def body(self) -> None:
         """The frame's work on the static buffers (captured, or run eagerly off CUDA)."""

@@ -27,11 +27,12 @@ from . import require_torch
 from .detect import GpuDetector
 from .enhance import DeviceEnhancer
 from .landmark import GpuLandmarker
-from .masks import DeviceFaceParser, DeviceOccluder, area_masks, box_mask_tensor, combine
+from ..host.masks import AREAS, REGIONS, paste_box
+from .masks import DeviceFaceParser, DeviceOccluder, area_masks, combine
 from .masks import to_crop as to_crop_tensor
 from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420,
                      nchw_to_hwc, to_device, yuv420_to_bgr)
-from .paste import feather_mask_tensor, paste_faces
+from .paste import paste_faces
 from .timing import StageTimer
 from .warp import crop_faces, explode_tiles, implode_tiles, similarity_batch, template_points
 
@@ -105,16 +106,12 @@ class DeviceKernels(KernelSet):
         # --pixel-boost: faces are cropped at the boost size and swapped through tiles
         self.boost = s.pixel_boost or self.neural.size
         self.tpl_swap = template_points(self.neural.template, self.boost, d)
-        ff_box = s.mask_blur is not None or any(s.mask_padding)
-        self.mask = (box_mask_tensor(self.boost, s.mask_blur if s.mask_blur is not None else 0.3,
-                                     s.mask_padding, device=d) if ff_box
-                     else feather_mask_tensor(self.boost, s.feather, d))
+        self.mask = self.torch.from_numpy(paste_box(s, self.boost)).to(d)  # the host's box
         self.occluder = DeviceOccluder(eng["occlude"]) if "occlude" in eng else None
-        self.parser = (DeviceFaceParser(eng["parse"], s.mask_regions) if s.mask_regions
-                       else DeviceFaceParser(eng["parse"])) if "parse" in eng else None
+        self.parser = (DeviceFaceParser(eng["parse"], s.mask_regions or tuple(REGIONS))
+                       if "parse" in eng else None)
         self.enhancer = (DeviceEnhancer(eng["enhance"], d, s.enhancer_blend, s.enhancer_weight,
-                                        s.mask_blur if s.mask_blur is not None else 0.3,
-                                        max_batch=plan.stages["enhance"].batch.opt)
+                                        s.box_blur, max_batch=plan.stages["enhance"].batch.opt)
                          if "enhance" in eng else None)
 
     def _extra_options(self, stage_plan: Any) -> dict[str, Any]:
@@ -228,11 +225,8 @@ class DeviceKernels(KernelSet):
             g.set_latent(latent)
             with self.dev.use(self.compute), self.torch.inference_mode():
                 g.capture()
-            g.source = latent
             self._frame_graphs[key] = g
-        elif g.source is not latent:
-            g.set_latent(latent)
-            g.source = latent
+        g.set_latent(latent)  # a no-op unless the source changed
         return g
 
     def frame_graph_captured(self) -> bool | None:
@@ -354,15 +348,14 @@ class DeviceKernels(KernelSet):
                 parts.append(self.mask.expand(k, size, size))
             if self.occluder is not None:
                 parts.append(self.occluder.masks(targets))
-            if "area" in s.masks:
+            if "area" in s.masks:  # a face without 68 points (landmarker not confident): no limit
                 have = [f.landmarks68 is not None for f in faces]
-                if all(have):
-                    lm = to_device(np.stack([f.landmarks68 for f in faces]), self.dev.device)
-                    m = area_masks(size, to_crop_tensor(lm, mats), s.mask_areas) \
-                        if s.mask_areas else area_masks(size, to_crop_tensor(lm, mats))
-                    parts.append(m)
-                else:  # the landmarker was not confident on some: no area limit on those
-                    parts.append(torch.ones((k, size, size), device=targets.device))
+                lm = to_device(np.stack([f.landmarks68 if f.landmarks68 is not None
+                                         else np.zeros((68, 2), np.float32) for f in faces]),
+                               self.dev.device)
+                m = area_masks(size, to_crop_tensor(lm, mats), s.mask_areas or tuple(AREAS))
+                keep = to_device(have, self.dev.device).view(k, 1, 1)
+                parts.append(torch.where(keep, m, torch.ones_like(m)))
             if self.parser is not None:
                 parts.append(self.parser.masks(swapped))
             return combine(parts)

@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ..host.paste import box_mask
 from . import require_torch
 from .frames import const, to_device
 from .warp import sampling_theta, slot_layout
@@ -26,12 +25,6 @@ _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169),
 _RGB_FROM_XYZ = tuple(tuple(float(v) for v in r) for r in np.linalg.inv(_XYZ_FROM_RGB))
 _WHITE = (0.950456, 1.0, 1.088754)
 _EPS = 0.008856
-
-
-def feather_mask_tensor(size: int, feather: float, device):
-    """The CPU path's default paste mask (``paste.box_mask``) as a (size, size) tensor."""
-    torch = require_torch()
-    return torch.from_numpy(box_mask(size, feather)).to(device)
 
 
 def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,

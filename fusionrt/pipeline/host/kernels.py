@@ -25,9 +25,7 @@ from .detect import Detector
 from .embed import Embedder, embedding_scales, l2norm
 from .enhance import FaceEnhancer
 from .landmark import Landmarker
-from .masks import (AREAS, DEFAULT_BLUR, REGIONS, FaceParser, Occluder, area_mask, box_mask,
-                    combine, to_crop)
-from .paste import box_mask as feathered_box
+from .masks import AREAS, REGIONS, FaceParser, Occluder, area_mask, combine, paste_box, to_crop
 from .paste import paste_back
 from .swap import NeuralSwapper, SwapResult, explode_pixel_boost, implode_pixel_boost
 
@@ -74,9 +72,8 @@ class HostKernels(KernelSet):
             self.landmarker = Landmarker(eng["landmark"]) if "landmark" in eng else None
             self.swapper = (NeuralSwapper(eng["swap"], converter=eng.get("convert"))
                             if "swap" in eng else ClassicSwapper())
-            blur = s.mask_blur if s.mask_blur is not None else DEFAULT_BLUR
             self.enhancer = (FaceEnhancer(eng["enhance"], s.enhancer_blend, s.enhancer_weight,
-                                          blur) if "enhance" in eng else None)
+                                          s.box_blur) if "enhance" in eng else None)
             self.occluder = Occluder(eng["occlude"]) if "occlude" in eng else None
             self.parser = (FaceParser(eng["parse"], s.mask_regions or tuple(REGIONS))
                            if "parse" in eng else None)
@@ -87,7 +84,7 @@ class HostKernels(KernelSet):
         self.settings = s
         if self.neural:
             self.boost = s.pixel_boost or self.swapper.size
-            self.box = crop_box_mask(s, self.boost)
+            self.box = paste_box(s, self.boost)
 
     def session(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -169,14 +166,13 @@ class HostKernels(KernelSet):
         occlusion from the target crop, area and region from the swapped one, their minimum.
         None (the paste's default feathered box) when only that box is asked for."""
         s = self.settings
-        if s.masks == ("box",) and self.box is None:
+        if s.masks == ("box",) and not s.facefusion_box:
             return [None] * len(targets)
         with self.timer.stage("masks"):
             size = self.boost
-            box = self.box if self.box is not None else feathered_box(size, s.feather)
             parts = []
             if "box" in s.masks:
-                parts.append(np.repeat(box[None], len(targets), 0))
+                parts.append(np.repeat(self.box[None], len(targets), 0))
             if self.occluder is not None:
                 parts.append(self.occluder.masks(targets))
             if "area" in s.masks:
@@ -208,12 +204,3 @@ class HostKernels(KernelSet):
                                           feather=c.feather, color_transfer=c.color_transfer,
                                           poisson=c.poisson)
 
-
-def crop_box_mask(s: Any, size: int) -> np.ndarray | None:
-    """The box part of the paste mask at crop side ``size``: FaceFusion's ``create_box_mask``
-    when ``--mask-blur`` or ``--mask-padding`` is given, else None (fusionrt's feathered box,
-    ``paste.box_mask``)."""
-    if s.mask_blur is None and not any(s.mask_padding):
-        return None
-    return box_mask(size, s.mask_blur if s.mask_blur is not None else DEFAULT_BLUR,
-                    s.mask_padding)

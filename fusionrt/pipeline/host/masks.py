@@ -24,6 +24,7 @@ import numpy as np
 
 from ...engines.base import Engine
 from ...errors import InputError, ModelError
+from .paste import box_mask as feathered_box
 
 MASK_TYPES = ("box", "occlusion", "area", "region")
 # facefusion/choices.py face_mask_region_set: region -> BiSeNet (CelebAMask-HQ) class id
@@ -118,6 +119,15 @@ def box_mask(size: int, blur: float = DEFAULT_BLUR,
     if blur_amount > 0:
         m = cv2.GaussianBlur(m, (0, 0), blur_amount * 0.25)
     return m
+
+
+def paste_box(s, size: int) -> np.ndarray:
+    """The box part of the swap's paste mask for settings ``s`` at crop side ``size``:
+    FaceFusion's ``create_box_mask`` when ``s.facefusion_box``, else fusionrt's feathered box
+    (``paste.box_mask``, paste-back's default mask)."""
+    if s.facefusion_box:
+        return box_mask(size, s.box_blur, s.mask_padding)
+    return feathered_box(size, s.feather)
 
 
 def soften(mask: np.ndarray) -> np.ndarray:

@@ -249,7 +249,7 @@ def test_det_size_out_of_range(size):
 
 
 def test_device_warmup_runs_the_enhancer_before_the_loop(home, grace, astronaut):
-    """The enhancer's padded batch runs in ``warmup`` (its CUDA graph is captured there on a GPU,
+    """The enhancer's call sizes run in ``warmup`` (their CUDA graphs are captured there on a GPU,
     before the video loop's threads start)."""
     pytest.importorskip("torch")
     from fusionrt.pipeline.swapper import FaceSwapper
@@ -259,7 +259,7 @@ def test_device_warmup_runs_the_enhancer_before_the_loop(home, grace, astronaut)
         run = eng.run
         eng.run = lambda feeds: calls.append(feeds["input"].shape[0]) or run(feeds)
         sw.warmup(4, 240, 320)
-    assert calls == [sw.kernels.enhancer.chunk]
+    assert calls == sw.kernels.enhancer.calls.sizes() == [8]  # CPU: the chunk, unpadded
 
 
 def test_area_mask_per_face_on_both_kernel_sets(home):

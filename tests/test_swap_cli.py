@@ -169,6 +169,23 @@ def test_pipeline_source_without_face_api(grace):
         assert pipe.describe()["swap"].startswith("classic")
 
 
+def test_open_with_source_closes_the_engines_when_it_has_no_face(grace, monkeypatch):
+    """``FaceSwapper.open(settings, source=…, reference=…)`` (what swap, live and batch call):
+    the identities are set before it returns; a source without a face closes what it loaded."""
+    from fusionrt.errors import NoFaceError
+    from fusionrt.pipeline.settings import PipelineConfig
+    from fusionrt.pipeline.swapper import FaceSwapper
+    closed = []
+    monkeypatch.setattr(FaceSwapper, "close", lambda self: closed.append(self))
+    with pytest.raises(NoFaceError, match="'flat.png'"):
+        FaceSwapper.open(PipelineConfig(swapper="classic"),
+                         source=(np.full((64, 64, 3), 90, np.uint8), "flat.png"))
+    assert len(closed) == 1
+    monkeypatch.undo()
+    with FaceSwapper.open(PipelineConfig(swapper="classic"), source=(grace, "grace")) as pipe:
+        assert pipe.source is not None and pipe.process_frame(grace)[1] == 1
+
+
 @pytest.mark.slow
 def test_swap_video(capsys, tmp_path, astronaut_path, grace):
     av = pytest.importorskip("av")

@@ -79,8 +79,7 @@ class SwapWorker:
             image = read_image(source, role="source")
             if config.threads is None:  # engines use this worker's cores, not the machine's
                 config = dataclasses.replace(config, threads=max(1, threads))
-            self.swapper = FaceSwapper.open(config)
-            self.swapper.set_source(image, source)
+            self.swapper = FaceSwapper.open(config, source=(image, source))
         except Exception as e:  # noqa: BLE001 - reported to the driver, which stops the job
             self.setup_error = _failure(e)
             if self.swapper is not None:

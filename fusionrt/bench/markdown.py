@@ -195,7 +195,9 @@ def to_markdown(doc: dict) -> str:
         if notes:
             lines += ["Notes:", ""] + [f"- {', '.join(dict.fromkeys(who))}: {n}"
                                        for n, who in notes.items()] + [""]
-    lines += ["## Load and build times (ms)", ""] + _loads(doc["rows"]) + [""]
+    loads = _loads(doc["rows"])
+    if len(loads) > 2:  # video-only presets have no load figures: no empty table
+        lines += ["## Load and build times (ms)", ""] + loads + [""]
     lines += _seed() + [""]
     if doc.get("elapsed_s") is not None:
         lines.append(f"Run took {doc['elapsed_s']} s.")

@@ -188,10 +188,9 @@ def run_live_command(args: argparse.Namespace) -> int:
     source = open_source(args)  # before any model loads: a bad input writes nothing
     try:
         t0 = time.perf_counter()
-        with FaceSwapper.open(settings) as swapper:
-            swapper.set_source(source_img, args.source)
-            if reference is not None:
-                swapper.set_reference(reference, args.reference)
+        with FaceSwapper.open(settings, source=(source_img, args.source),
+                              reference=None if reference is None
+                              else (reference, args.reference)) as swapper:
             setup_s = time.perf_counter() - t0
             doc = run_session(swapper, source, args)
             _report(swapper, args, doc, setup_s)

@@ -164,10 +164,9 @@ def run_swap(args: argparse.Namespace) -> int:
         check_frame_pixels(target_path, limit)
 
     t0 = time.perf_counter()
-    with FaceSwapper.open(settings) as swapper:
-        swapper.set_source(source_img, args.source)
-        if reference is not None:
-            swapper.set_reference(reference, args.reference)
+    with FaceSwapper.open(settings, source=(source_img, args.source),
+                          reference=None if reference is None else (reference, args.reference)
+                          ) as swapper:
         setup_s = time.perf_counter() - t0
         swapper.reset_timing()
         if video:

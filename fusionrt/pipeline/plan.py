@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # make masks for the paste; "enhance" (gfpgan_1.4, codeformer, …) runs on the pasted frame.
 STAGES = ("detect", "landmark", "embed", "convert", "swap", "occlude", "parse", "enhance")
 ENHANCE_BATCH = 8  # enhancer crops per call on the device kernels (padded for its CUDA graph)
+MASK_BATCH = 32    # occluder / face parser crops per call on the device kernels (likewise)
 DETECTOR = "retinaface_mnet025"
 EMBEDDER = "arcface_w600k_r50"
 ENGINE_CHOICES = ("default", "auto")  # besides the registered engine names
@@ -82,7 +83,7 @@ DEFAULT_ENGINES: dict[str, Mapping[str, tuple[str, ...]]] = {
 }
 # static shapes every batch (the generator and enhancer pad to their batch); embed runs rarely,
 # the masks' and landmarker's batches follow the number of faces
-GRAPH_STAGES = ("detect", "swap", "enhance")
+GRAPH_STAGES = ("detect", "swap", "enhance", "occlude", "parse")
 PRECISION_STAGES = ("swap", "enhance", "occlude", "parse")  # --precision fp16/bf16 applies here
 
 
@@ -464,11 +465,14 @@ def stage_engine_config(cls: Any, stage: str, device: str, s: PipelineConfig, ba
 
 def stage_batch(stage: str, kernels: str, s: PipelineConfig) -> int:
     """Items per engine call: the device kernels batch generator crops (``gen_batch``, padded
-    to it for the CUDA graph) and enhancer crops (``ENHANCE_BATCH``); everything else runs one
-    frame or one face at a time."""
+    to few shapes for the CUDA graphs: ``device.batching``), enhancer crops (``ENHANCE_BATCH``)
+    and mask crops (``MASK_BATCH``), none above ``gen_batch`` (live runs 1: a lone face is
+    not padded to 8); everything else runs one frame or one face at a time."""
     if kernels != "device":
         return 1
-    return {"swap": s.gen_batch, "enhance": ENHANCE_BATCH}.get(stage, 1)
+    return {"swap": s.gen_batch, "enhance": min(ENHANCE_BATCH, s.gen_batch),
+            "occlude": min(MASK_BATCH, s.gen_batch),
+            "parse": min(MASK_BATCH, s.gen_batch)}.get(stage, 1)
 
 
 def _stage(stage: str, model: str, artifact: Artifact, engine: str, reason: str, device: str,

@@ -59,8 +59,20 @@ class FaceSwapper:
 
     @classmethod
     def open(cls, settings: PipelineConfig | None = None, store: ModelStore | None = None,
-             kernels: Any = None) -> "FaceSwapper":
-        return cls(plan_stages(settings, store), kernels)
+             kernels: Any = None, *, source: tuple[np.ndarray, str | None] | None = None,
+             reference: tuple[np.ndarray, str | None] | None = None) -> "FaceSwapper":
+        """Plan and load; ``source`` / ``reference`` ((image, path) pairs) are set before it
+        returns, and the engines are closed again if either has no face."""
+        swapper = cls(plan_stages(settings, store), kernels)
+        try:
+            if source is not None:
+                swapper.set_source(*source)
+            if reference is not None:
+                swapper.set_reference(*reference)
+        except BaseException:
+            swapper.close()
+            raise
+        return swapper
 
     # -- life cycle and reporting -------------------------------------------------------------
     def close(self) -> None:

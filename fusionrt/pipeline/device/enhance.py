@@ -2,8 +2,8 @@
 torch ops, for the faces of many frames at once.
 
 Crops of every face of every frame go through the engine together (in chunks of
-``max_batch``, padded to that size when the engine replays a CUDA graph, as
-``kernels._generate`` pads), and are pasted in place with ``paste.paste_faces``.
+``max_batch``, padded to few shapes when the engine replays a CUDA graph: ``batching``), and
+are pasted in place with ``paste.paste_faces``.
 
 FaceFusion pastes with the box mask ``a`` (``paste_back``), then blends the pasted frame over
 the frame (``blend_paste_frame``: ``addWeighted(frame, 1 - b, pasted, b)``): frame + (pasted -
@@ -20,8 +20,9 @@ from ...errors import InputError
 from ..host.enhance import check_unit, enhance_spec
 from ..host.masks import box_mask
 from . import require_torch
-from .frames import const
-from .paste import paste_faces
+from .batching import StaticBatches
+from .frames import const, to_device
+from .paste import paste_boxes, paste_faces
 from .warp import crop_faces, similarity_batch, template_points
 
 # crops (K, 3, S, S) float BGR in [0, 255] -> (K, S, S) weights in [0, 1] (tensors)
@@ -55,34 +56,21 @@ class DeviceEnhancer:
         self.template = self.spec.template
         self.has_weight = any(t.name == "weight" for t in self.spec.inputs)
         self.output_name = self.spec.outputs[0].name
-        self.chunk = min(int(max_batch), engine.max_batch or int(max_batch))
-        # one static shape for a captured graph (kernels.DeviceKernels.pad_static)
-        self.pad_static = bool(self.device.type == "cuda"
-                               and engine.config.options.get("cuda_graph"))
-        self.tpl = template_points(self.template, self.size, self.device)
+        self.calls = StaticBatches(engine, max_batch, self.device)
+        self.tpl = template_points(self.template, self.size, "cpu")  # fitted on the host
         self.box = torch.from_numpy(box_mask(self.size, self.mask_blur)).to(self.device)
         self._weight = torch.tensor([self.weight], dtype=torch.float64, device=self.device)
 
     def enhance_crops(self, crops):
         """(K, 3, S, S) float BGR crops in [0, 255] → enhanced, the same layout, rounded as the
         host path's uint8 result."""
-        torch = self.torch
         p = self.spec.preprocess
         x = crops.flip(1) if p.channel_order == "RGB" else crops
         mean, std = const(tuple(p.mean), x), const(tuple(p.std), x)
         x = ((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).float()
-        outs = []
-        for s in range(0, x.shape[0], self.chunk):
-            xb = x[s:s + self.chunk]
-            k = xb.shape[0]
-            if self.pad_static and k < self.chunk:  # one static shape: the graph replays
-                xb = torch.cat([xb, xb.new_zeros((self.chunk - k,) + tuple(xb.shape[1:]))])
-            feeds = {"input": xb.contiguous()}
-            if self.has_weight:
-                feeds["weight"] = self._weight
-            y = self.engine.run(feeds)[self.output_name]
-            outs.append(torch.as_tensor(y).to(self.device)[:k].float())
-        y = (torch.cat(outs).clamp(-1.0, 1.0) + 1.0) / 2.0
+        fixed = {"weight": self._weight} if self.has_weight else None
+        y = self.calls.run({"input": x}, fixed, self.output_name)
+        y = (y.clamp(-1.0, 1.0) + 1.0) / 2.0
         y = (y * 255.0).round()
         return y.flip(1) if p.channel_order == "RGB" else y
 
@@ -92,7 +80,8 @@ class DeviceEnhancer:
 
         Args:
             frames: (N, 3, H, W) float BGR in [0, 255]; changed in place.
-            landmarks: (K, 5, 2) tensor, frame pixels.
+            landmarks: (K, 5, 2) frame pixels, host array (a device tensor is read back: the
+                similarity fits and the paste windows are made on the host).
             frame_idx: frame of each face (host ints).
             extra_mask: crops (K, 3, S, S) → (K, S, S) weights, intersected with the box mask.
 
@@ -109,7 +98,10 @@ class DeviceEnhancer:
             raise InputError(f"frame_idx | got {list(frame_idx)}; expected ints in [0, {n})")
         if k == 0:
             return frames.new_zeros((n, 1, h, w))
-        mats = similarity_batch(torch.as_tensor(landmarks).to(self.device), self.tpl)
+        lm = torch.as_tensor(landmarks).detach().to("cpu", torch.float64)
+        host = similarity_batch(lm, self.tpl)
+        boxes = paste_boxes(host, self.size, h, w)
+        mats = to_device(host.numpy(), self.device)  # no stream sync
         crops = crop_faces(frames, list(frame_idx), mats, self.size)
         mask = self.box.expand(k, self.size, self.size)  # paste_faces: (K, S, S)
         if extra_mask is not None:
@@ -119,4 +111,5 @@ class DeviceEnhancer:
                                  f"({k}, {self.size}, {self.size})")
             mask = torch.minimum(mask, extra)
         mask = mask.clamp(0.0, 1.0) * self.blend  # paste-then-addWeighted in one paste
-        return paste_faces(frames, self.enhance_crops(crops), mats, list(frame_idx), mask)
+        return paste_faces(frames, self.enhance_crops(crops), mats, list(frame_idx), mask,
+                           boxes=boxes)

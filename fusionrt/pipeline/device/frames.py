@@ -180,15 +180,16 @@ def yuv420_to_bgr(yuv, height: int, width: int):
     y, u, v = (p.float() for p in yuv_planes(yuv, height, width))
     y = (y - 16.0) * _Y_SCALE
     n = y.shape[0]
-    # each chroma sample to its 2x2 block: a broadcast view, no kernel that sizes its output
-    # on the host (``repeat_interleave`` does, which a CUDA-graph capture refuses)
-    u = (u - 128.0)[:, :, None, :, None].expand(n, height // 2, 2, width // 2, 2) \
-        .reshape(n, height, width)
-    v = (v - 128.0)[:, :, None, :, None].expand(n, height // 2, 2, width // 2, 2) \
-        .reshape(n, height, width)
+    # the chroma terms at chroma resolution, then each sample to its 2x2 block at once: a
+    # broadcast view, no kernel that sizes its output on the host (``repeat_interleave`` does,
+    # which a CUDA-graph capture refuses); 5 passes over the frame instead of 13 (0.67 ms a
+    # 1080p frame on the H200 before)
+    u, v = u - 128.0, v - 128.0
     (_, rv), (gu, gv), (bu, _) = _RGB_FROM_CBCR
-    bgr = torch.stack([y + bu * u, y + gu * u + gv * v, y + rv * v], 1)
-    return bgr.round_().clamp_(0.0, 255.0)
+    c = torch.stack([bu * u, gu * u + gv * v, rv * v], 1)  # (N, 3, H / 2, W / 2)
+    c = c[:, :, :, None, :, None].expand(n, 3, height // 2, 2, width // 2, 2) \
+        .reshape(n, 3, height, width)
+    return c.add_(y[:, None]).round_().clamp_(0.0, 255.0)
 
 
 def bgr_to_yuv420(bgr):

@@ -6,7 +6,7 @@ A batch is N frames of one size on the device: the raw frames as they came (yuv4
 the decoder, or (N, H, W, 3) BGR uint8) plus their (N, 3, H, W) float BGR view. The only host
 round trip per batch is the detections (a few hundred bytes; their number per frame decides
 what runs next). The generator gets the crops of all frames together, in chunks of
-``gen_batch`` padded to that size so a captured CUDA graph replays.
+``gen_batch``, padded to few shapes so captured CUDA graphs replay (``batching``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..kernels import KernelSet
 from ..types import Face, Identity
 from . import require_torch
 from .detect import GpuDetector
+from .batching import StaticBatches
 from .enhance import DeviceEnhancer
 from .landmark import GpuLandmarker
 from ..host.masks import AREAS, REGIONS, paste_box
@@ -32,7 +33,7 @@ from .masks import DeviceFaceParser, DeviceOccluder, area_masks, combine
 from .masks import to_crop as to_crop_tensor
 from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420,
                      nchw_to_hwc, to_device, yuv420_to_bgr)
-from .paste import paste_faces
+from .paste import paste_boxes, paste_faces
 from .timing import StageTimer
 from .warp import crop_faces, explode_tiles, implode_tiles, similarity_batch, template_points
 
@@ -54,6 +55,7 @@ class DeviceSwapped:
     matrices: Any       # (K, 2, 3) frame→crop
     index: list[int]    # frame of each face
     masks: Any = None   # (K, S, S) paste weights per face; None: the kernels' box mask
+    boxes: Any = None   # (K, 4) host ints: paste.paste_boxes of the matrices
 
 
 
@@ -82,10 +84,8 @@ class DeviceKernels(KernelSet):
         except BaseException:
             self.close()
             raise
-        self.gen_chunk = min(s.gen_batch, self.neural.engine.max_batch or s.gen_batch)
-        graphs = lambda e: bool(self.dev.cuda and e.config.options.get("cuda_graph"))  # noqa: E731
-        self.pad_static = graphs(self.neural.engine)
-        self.det_pad = graphs(self.detector.engine)
+        self.gen_calls = StaticBatches(self.neural.engine, s.gen_batch, self.dev.device)
+        self.det_pad = bool(self.dev.cuda and self.detector.engine.config.options.get("cuda_graph"))
         self.det_batch = 0
         self._warm: set[tuple[int, int, int]] = set()
         self.frame_graph = bool(plan.frame_graph)
@@ -106,12 +106,15 @@ class DeviceKernels(KernelSet):
         # --pixel-boost: faces are cropped at the boost size and swapped through tiles
         self.boost = s.pixel_boost or self.neural.size
         self.tpl_swap = template_points(self.neural.template, self.boost, d)
+        self.tpl_swap_host = template_points(self.neural.template, self.boost, "cpu")
         self.mask = self.torch.from_numpy(paste_box(s, self.boost)).to(d)  # the host's box
-        self.occluder = DeviceOccluder(eng["occlude"]) if "occlude" in eng else None
-        self.parser = (DeviceFaceParser(eng["parse"], s.mask_regions or tuple(REGIONS))
-                       if "parse" in eng else None)
+        batch = {st: sp.batch.opt for st, sp in plan.stages.items()}
+        self.occluder = (DeviceOccluder(eng["occlude"], batch["occlude"], d)
+                         if "occlude" in eng else None)
+        self.parser = (DeviceFaceParser(eng["parse"], s.mask_regions or tuple(REGIONS),
+                                        batch["parse"], d) if "parse" in eng else None)
         self.enhancer = (DeviceEnhancer(eng["enhance"], d, s.enhancer_blend, s.enhancer_weight,
-                                        s.box_blur, max_batch=plan.stages["enhance"].batch.opt)
+                                        s.box_blur, max_batch=batch["enhance"])
                          if "enhance" in eng else None)
 
     def _extra_options(self, stage_plan: Any) -> dict[str, Any]:
@@ -184,7 +187,9 @@ class DeviceKernels(KernelSet):
         """Frame ``i``'s part of ``swap``'s result, as the result of a one-frame batch."""
         keep = [n for n, j in enumerate(swapped.index) if j == i]
         masks = None if swapped.masks is None else swapped.masks[keep]
-        return DeviceSwapped(swapped.faces[keep], swapped.matrices[keep], [0] * len(keep), masks)
+        boxes = None if swapped.boxes is None else swapped.boxes[keep]
+        return DeviceSwapped(swapped.faces[keep], swapped.matrices[keep], [0] * len(keep), masks,
+                             boxes)
 
     def warmup(self, batch: int, height: int, width: int, latent: Any = None) -> None:
         """Run each static shape once before the loop's threads start: CUDA graphs are captured
@@ -202,14 +207,20 @@ class DeviceKernels(KernelSet):
             x, _ = self.detector.letterbox(
                 torch.zeros((self.det_batch, 3, height, width), device=self.dev.device))
             self.detector.run_net(x)
+            zeros = lambda k, s: torch.zeros((k, 3, s, s), device=self.dev.device)  # noqa: E731
+            # every padded call size of each model: the CUDA graphs they replay
             if latent is not None:
-                s = self.neural.size
-                crops = torch.zeros((self.gen_chunk, 3, s, s), device=self.dev.device)
-                self._generate(crops, latent.expand(self.gen_chunk, -1))
-            if self.enhancer is not None:  # its padded batch: the CUDA graph it replays
-                e = self.enhancer
-                self.enhancer.enhance_crops(torch.zeros((e.chunk, 3, e.size, e.size),
-                                                        device=self.dev.device))
+                for k in self.gen_calls.sizes():
+                    self._generate(zeros(k, self.neural.size), latent.expand(k, -1))
+            if self.enhancer is not None:
+                for k in self.enhancer.calls.sizes():
+                    self.enhancer.enhance_crops(zeros(k, self.enhancer.size))
+            if self.occluder is not None:  # inputs are resized: one crop size covers all
+                for k in self.occluder.calls[0].sizes():  # every xseg model: the same batch
+                    self.occluder.masks(zeros(k, self.boost))
+            if self.parser is not None:
+                for k in self.parser.calls.sizes():
+                    self.parser.masks(zeros(k, self.boost))
         if self.dev.cuda:
             torch.cuda.synchronize(self.dev.device)
         self._warm.add(key)
@@ -292,20 +303,9 @@ class DeviceKernels(KernelSet):
         return self.torch.as_tensor(self.neural.latent(embedding, scale), device=self.dev.device)
 
     def _generate(self, crops, latents):
-        torch, n = self.torch, self.neural
-        x = self._prep(crops, n.spec)
-        outs = []
-        for s in range(0, x.shape[0], self.gen_chunk):
-            xb, src = x[s:s + self.gen_chunk], latents[s:s + self.gen_chunk]
-            k = xb.shape[0]
-            if self.pad_static and k < self.gen_chunk:  # one static shape: the graph replays
-                pad = self.gen_chunk - k
-                xb = torch.cat([xb, xb.new_zeros((pad,) + tuple(xb.shape[1:]))])
-                src = torch.cat([src, src[:1].expand(pad, -1)])
-            y = n.engine.run({"target": xb.contiguous(),
-                              "source": src.contiguous()})[n.output_name]
-            outs.append(torch.as_tensor(y).to(self.dev.device)[:k].float())
-        y = torch.cat(outs)
+        n = self.neural
+        y = self.gen_calls.run({"target": self._prep(crops, n.spec), "source": latents},
+                               output=n.output_name)
         if n.output_range == "tanh":
             y = (y + 1.0) / 2.0
         y = (y.clamp(0.0, 1.0) * 255.0).round()
@@ -315,8 +315,11 @@ class DeviceKernels(KernelSet):
              identities: list[list[Identity]]) -> DeviceSwapped:
         idx = [i for i, fl in enumerate(faces) for _ in fl]
         with self.timer.stage("align_crop"):
-            lm = to_device(np.stack([f.landmarks for fl in faces for f in fl]), self.dev.device)
-            mats = similarity_batch(lm, self.tpl_swap)
+            # fitted on the host, where the landmarks are: the paste windows need no read-back
+            lm = np.stack([f.landmarks for fl in faces for f in fl]).astype(np.float64)
+            host = similarity_batch(self.torch.from_numpy(lm), self.tpl_swap_host)
+            boxes = paste_boxes(host, self.boost, batch.height, batch.width)
+            mats = to_device(host.numpy(), self.dev.device)  # no stream sync
             crops = crop_faces(batch.frames, idx, mats, self.boost)
             lats = [ident.latent for il in identities for ident in il]
             same = all(lat is lats[0] for lat in lats)
@@ -331,7 +334,7 @@ class DeviceKernels(KernelSet):
             else:
                 out = self._generate(crops, latents)
         masks = self._masks(crops, out, mats, [f for fl in faces for f in fl])
-        return DeviceSwapped(out, mats, idx, masks)
+        return DeviceSwapped(out, mats, idx, masks, boxes)
 
     def _masks(self, targets, swapped, mats, faces: list[Face]):
         """Per-face paste masks (K, S, S) as FaceFusion's ``swap_face`` makes them (box and
@@ -367,7 +370,7 @@ class DeviceKernels(KernelSet):
         if not idx:
             return
         with self.timer.stage("enhance"):
-            lm = to_device(np.stack([f.landmarks for fl in faces for f in fl]), self.dev.device)
+            lm = np.stack([f.landmarks for fl in faces for f in fl])  # host: see swap
             extra = self.occluder.masks if self.occluder is not None else None
             union = self.enhancer.enhance(batch.frames, lm, idx, extra_mask=extra)
         batch.union = union if batch.union is None else self.torch.maximum(batch.union, union)
@@ -377,6 +380,6 @@ class DeviceKernels(KernelSet):
         with self.timer.stage("paste"):
             union = paste_faces(batch.frames, swapped.faces, swapped.matrices, swapped.index,
                                 self.mask if swapped.masks is None else swapped.masks,
-                                color=self.settings.color_transfer)
+                                color=self.settings.color_transfer, boxes=swapped.boxes)
         batch.union = union if batch.union is None else self.torch.maximum(batch.union, union)
         batch.hit = tuple(sorted(set(batch.hit) | set(swapped.index)))

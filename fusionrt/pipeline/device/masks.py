@@ -36,6 +36,7 @@ from ..host.masks import (AREAS, DEFAULT_BLUR, DEFAULT_PADDING, PARSER_CLASSES, 
                           SOFTEN_SIGMA, check_model, area_points, check_blur, check_regions,
                           normalize_padding)
 from . import require_torch
+from .batching import StaticBatches
 
 _KERNELS: dict = {}
 FIX = 65536  # OpenCV drawing.cpp XY_ONE: 16.16 fixed point
@@ -43,52 +44,50 @@ FIX = 65536  # OpenCV drawing.cpp XY_ONE: 16.16 fixed point
 
 
 
-def _run(engine: Engine, x) -> Any:
-    """One engine call for the whole batch (chunks only where the graph's batch is fixed)."""
-    torch = require_torch()
-    limit = engine.max_batch or x.shape[0]
-    outs = []
-    for s in range(0, x.shape[0], limit):
-        y = engine.run({engine.inputs[0].name: x[s:s + limit].contiguous()})
-        outs.append(torch.as_tensor(y[engine.outputs[0].name]).to(x.device).float())
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-
 # -- OpenCV's filters ---------------------------------------------------------------------------
 
-def gaussian_kernel(sigma: float, like):
+def gaussian_kernel(sigma: float) -> np.ndarray:
     """The 1-D kernel ``cv2.GaussianBlur`` uses on float32 images for ``sigma`` (ksize (0, 0):
-    round(sigma * 8 + 1) | 1 taps), on ``like``'s device, cached."""
-    key = (float(sigma), str(like.device))
+    round(sigma * 8 + 1) | 1 taps)."""
+    n = int(round(float(sigma) * 8 + 1)) | 1
+    return cv2.getGaussianKernel(n, float(sigma), cv2.CV_32F).ravel()
+
+
+def reflect101(n: int, pad: int) -> np.ndarray:
+    """Source index of each of n + 2 pad positions under OpenCV's BORDER_REFLECT_101."""
+    idx = np.arange(-pad, n + pad)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = np.remainder(idx, period)
+    return np.where(idx >= n, period - idx, idx)
+
+
+def blur_matrix(n: int, sigma: float, device):
+    """(n, n) float64 ``B`` with ``B @ v`` = OpenCV's 1-D Gaussian pass over a length-n line,
+    border folded in (reflect-101), on ``device``, cached."""
+    key = (int(n), float(sigma), str(device))
     if key not in _KERNELS:
-        n = int(round(float(sigma) * 8 + 1)) | 1
-        k = cv2.getGaussianKernel(n, float(sigma), cv2.CV_32F).ravel()
-        _KERNELS[key] = require_torch().from_numpy(np.ascontiguousarray(k)).to(like.device)
+        k = gaussian_kernel(sigma).astype(np.float64)
+        p = k.size // 2
+        src = reflect101(n, p)
+        b = np.zeros((n, n), np.float64)
+        for t, w in enumerate(k):  # output i reads padded position i + t
+            np.add.at(b, (np.arange(n), src[t:t + n]), w)
+        _KERNELS[key] = require_torch().from_numpy(b).to(device)
     return _KERNELS[key]
 
 
-def _reflect101(n: int, pad: int, device):
-    """Source index of each of n + 2 pad positions under OpenCV's BORDER_REFLECT_101."""
-    torch = require_torch()
-    idx = torch.arange(-pad, n + pad, device=device)
-    if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = idx.remainder(period)
-    return torch.where(idx >= n, period - idx, idx)
-
-
 def gaussian_blur(x, sigma: float):
-    """(K, H, W) float32 -> ``cv2.GaussianBlur(x[k], (0, 0), sigma)`` for every k."""
-    torch = require_torch()
-    F = torch.nn.functional
-    k = gaussian_kernel(sigma, x)
-    p = k.numel() // 2
+    """(K, H, W) float32 -> ``cv2.GaussianBlur(x[k], (0, 0), sigma)`` for every k.
+
+    As two float64 matrix products with the border folded into banded matrices (``B_h x
+    B_w^T``), not convolutions: a convolution's shape changes with K, and cuDNN's autotuner
+    (on for the engines) would time it again for every new face count; float64 keeps TF32
+    out and matches OpenCV's float32 result within its rounding."""
     _, h, w = x.shape
-    y = x.float()[:, :, _reflect101(w, p, x.device)]
-    y = F.conv2d(y[:, None], k.view(1, 1, 1, -1))[:, 0]
-    y = y[:, _reflect101(h, p, x.device), :]
-    return F.conv2d(y[:, None], k.view(1, 1, -1, 1))[:, 0]
+    bh, bw = blur_matrix(h, sigma, x.device), blur_matrix(w, sigma, x.device)
+    return (bh @ x.to(bh.dtype) @ bw.T).float()
 
 
 def resize(x, size: tuple[int, int]):
@@ -135,15 +134,18 @@ def _check_crops(crops) -> int:
 # -- occlusion ---------------------------------------------------------------------------------
 
 class DeviceOccluder:
-    """host ``Occluder`` on (K, 3, S, S) float BGR crops in [0, 255]: one engine call per
-    model for all K (''many'' = the minimum over the xseg models)."""
+    """host ``Occluder`` on (K, 3, S, S) float BGR crops in [0, 255]: all K through each model
+    in ``batching.StaticBatches`` calls of at most ``max_batch`` (''many'' = the minimum over
+    the xseg models)."""
 
-    def __init__(self, engine: Engine | Sequence[Engine]) -> None:
+    def __init__(self, engine: Engine | Sequence[Engine], max_batch: int = 32,
+                 device: Any = "cpu") -> None:
         self.engines = [engine] if isinstance(engine, Engine) else list(engine)
         if not self.engines:
             raise ModelError("occluder | got no engine; expected one or more xseg engines")
         for e in self.engines:
             check_model(e, "occlude", "face occluder (xseg)")
+        self.calls = [StaticBatches(e, max_batch, device) for e in self.engines]
 
     def prepare(self, crops, engine: Engine):
         """(K, h, w, 3) model input: resized, rounded like the uint8 crop FaceFusion resizes,
@@ -156,9 +158,9 @@ class DeviceOccluder:
         """(K, S, S) minimum over the models of the clipped, resized masks (before ``soften``)."""
         torch = require_torch()
         size, out = _check_crops(crops), None
-        for e in self.engines:
+        for e, calls in zip(self.engines, self.calls):
             w, h = e.spec.preprocess.size
-            y = _run(e, self.prepare(crops, e))
+            y = calls.run({e.inputs[0].name: self.prepare(crops, e)})
             if tuple(y.shape) != (crops.shape[0], h, w, 1):
                 raise ModelError(f"output '{e.outputs[0].name}' | got shape {tuple(y.shape)}; "
                                  f"expected {(crops.shape[0], h, w, 1)}")
@@ -174,11 +176,14 @@ class DeviceOccluder:
 # -- region ------------------------------------------------------------------------------------
 
 class DeviceFaceParser:
-    """host ``FaceParser`` on (K, 3, S, S) float BGR crops in [0, 255], one engine call."""
+    """host ``FaceParser`` on (K, 3, S, S) float BGR crops in [0, 255], in
+    ``batching.StaticBatches`` calls."""
 
-    def __init__(self, engine: Engine, regions: Iterable[str] | str = tuple(REGIONS)) -> None:
+    def __init__(self, engine: Engine, regions: Iterable[str] | str = tuple(REGIONS),
+                 max_batch: int = 32, device: Any = "cpu") -> None:
         check_model(engine, "parse", "face parser (bisenet)")
         self.engine = engine
+        self.calls = StaticBatches(engine, max_batch, device)
         self.regions = check_regions(regions)
         self.class_ids = tuple(REGIONS[r] for r in self.regions)
         p = engine.spec.preprocess
@@ -201,7 +206,7 @@ class DeviceFaceParser:
     def labels(self, crops):
         """(K, 512, 512) class index per pixel."""
         x = self.prepare(crops)
-        y = _run(self.engine, x)
+        y = self.calls.run({self.engine.inputs[0].name: x})
         if y.dim() != 4 or y.shape[0] != x.shape[0] or tuple(y.shape[2:]) != tuple(x.shape[2:]) \
                 or y.shape[1] < PARSER_CLASSES:
             raise ModelError(f"output '{self.engine.outputs[0].name}' | got shape "

@@ -27,8 +27,34 @@ _WHITE = (0.950456, 1.0, 1.088754)
 _EPS = 0.008856
 
 
+def paste_boxes(matrices, size: int, height: int, width: int) -> np.ndarray:
+    """Frame pixels each pasted crop can touch: (K, 4) int ``x0, y0, x1, y1`` (end exclusive),
+    clipped to the frame, from frame→crop ``matrices`` (a host tensor or array; a device tensor
+    is read back, which synchronises).
+
+    A bilinear sample of the mask (zeros outside) is non-zero only at crop coordinates in
+    (-1, size), so the box bounds those four corners mapped into the frame, one pixel wider.
+    Outside it the paste weight is 0 and the frame keeps its exact values."""
+    m = np.asarray(matrices.detach().cpu().numpy() if hasattr(matrices, "detach") else matrices,
+                   np.float64).reshape(-1, 2, 3)
+    a, t = m[:, :, :2], m[:, :, 2]
+    with np.errstate(all="ignore"):
+        det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]  # closed form: 0 gives inf
+        inv = np.stack([np.stack([a[:, 1, 1], -a[:, 0, 1]], 1),
+                        np.stack([-a[:, 1, 0], a[:, 0, 0]], 1)], 1) / det[:, None, None]
+        corners = np.array([[-1.0, -1.0], [size, -1.0], [-1.0, size], [size, size]])
+        pts = np.einsum("kij,kcj->kci", inv, corners[None] - t[:, None, :])  # (K, 4, 2)
+        lo = np.floor(pts.min(1)) - 1
+        hi = np.ceil(pts.max(1)) + 2
+    lo = np.nan_to_num(lo, nan=0.0, posinf=0.0, neginf=0.0)  # a degenerate fit: whole frame
+    hi = np.nan_to_num(hi, nan=1e9, posinf=1e9, neginf=1e9)
+    box = np.stack([lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]], 1)
+    box = np.clip(box, 0, [width, height, width, height]).astype(np.int64)
+    return box
+
+
 def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,
-                color: bool = False):
+                color: bool = False, boxes: np.ndarray | None = None):
     """Blend K crops back into their frames, in place.
 
     Args:
@@ -39,6 +65,12 @@ def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,
         mask: (S, S) weights in [0, 1] for every face, or (K, S, S): one per face.
         color: colour-transfer each warped face to its frame first (``paste_back``'s
             ``color_transfer``).
+        boxes: ``paste_boxes(matrices, S, H, W)`` when the caller has the matrices on the host
+            (no synchronisation); else computed here from ``matrices``.
+
+    Only a window around each face is sampled and blended, not the whole frame (a 1080p frame
+    per face was most of the paste's time): every face of a call gets a window of one size,
+    the largest box of the call, placed over its box inside the frame.
 
     Returns:
         (N, 1, H, W) union of the pasted weights (0 where the frame is untouched).
@@ -50,23 +82,37 @@ def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,
     k, size = crops.shape[0], crops.shape[-1]
     if k == 0:
         return union
-    slots, n_slots = slot_layout(frame_idx)
-    theta = sampling_theta(matrices.to(torch.float64), (size, size), (h, w))
+    box = paste_boxes(matrices, size, h, w) if boxes is None else np.asarray(boxes, np.int64)
+    rw = max(int((box[:, 2] - box[:, 0]).max()), 1)
+    rh = max(int((box[:, 3] - box[:, 1]).max()), 1)
+    x0 = np.clip(box[:, 0], 0, w - rw)
+    y0 = np.clip(box[:, 1], 0, h - rh)
+    # the window's pixel q is frame pixel q + (x0, y0): crop = A q + (A (x0, y0) + t)
+    m64 = matrices.to(torch.float64)
+    off = to_device(np.stack([x0, y0], 1).astype(np.float64), frames.device, torch.float64)
+    shifted = torch.cat([m64[:, :, :2], (m64[:, :, 2] + (m64[:, :, :2] @ off[:, :, None])[..., 0])
+                         [..., None]], 2)
+    theta = sampling_theta(shifted, (size, size), (rh, rw))
     m = (mask if mask.dim() == 3 else mask[None]).to(frames.dtype)[:, None].expand(k, 1, size, size)
+    rows_all = to_device(y0, frames.device)[:, None] + torch.arange(rh, device=frames.device)
+    cols_all = to_device(x0, frames.device)[:, None] + torch.arange(rw, device=frames.device)
+    slots, n_slots = slot_layout(frame_idx)
     for s in range(n_slots):  # faces of one slot hit distinct frames: one batched pass each
         sel = [i for i in range(k) if slots[i] == s]
-        fi = to_device([frame_idx[i] for i in sel], frames.device)
+        fi = to_device([frame_idx[i] for i in sel], frames.device)[:, None, None]
         si = to_device(sel, frames.device)
-        grid = F.affine_grid(theta[si], [len(sel), 1, h, w], align_corners=False)
+        rows, cols = rows_all[si][:, :, None], cols_all[si][:, None, :]
+        grid = F.affine_grid(theta[si], [len(sel), 1, rh, rw], align_corners=False)
         face = F.grid_sample(crops[si], grid, mode="bilinear", padding_mode="border",
                              align_corners=False)
         a = F.grid_sample(m[si], grid, mode="bilinear", padding_mode="zeros",
                           align_corners=False).clamp_(0.0, 1.0)
-        base = frames[fi]
+        base = frames[fi, :, rows, cols].permute(0, 3, 1, 2)  # (k, 3, rh, rw)
         if color:
             face = color_transfer(face.round(), base, a)
-        frames[fi] = torch.round(face * a + base * (1.0 - a)).clamp_(0.0, 255.0)
-        union[fi] = torch.maximum(union[fi], a)
+        out = torch.round(face * a + base * (1.0 - a)).clamp_(0.0, 255.0)
+        frames[fi, :, rows, cols] = out.permute(0, 2, 3, 1)
+        union[fi, 0, rows, cols] = torch.maximum(union[fi, 0, rows, cols], a[:, 0])
     return union
 
 

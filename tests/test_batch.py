@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from fusionrt.batch.jobs import PARTS_DIR, plan_job, scan_inputs
 from fusionrt.batch.segments import cut_segment, plan_segments, scan_keyframes, stitch
-from fusionrt.errors import EngineError, InputError, OutputError
+from fusionrt.errors import EngineError, FusionError, InputError, OutputError
 from fusionrt.pipeline.video.io import probe
 from videos import make_test_video  # tests/videos.py
 
@@ -309,6 +310,45 @@ def test_gpu_path_workers(ray_cluster, clips, synthetic_home, tmp_path):
     swapped, original = cv2.imread(str(out / "photo.png")), cv2.imread(str(inputs / "photo.png"))
     assert swapped.shape == original.shape and np.abs(swapped.astype(int) - original).max() > 30
     assert sum(i.faces or 0 for i in report.items if i.id != "photo.png") > 0
+
+
+def _batch_args(tmp_path, inputs, *extra):
+    from fusionrt.batch.commands import register
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["batch", "-s", str(SOURCE), "-i", str(inputs), "-o",
+                              str(tmp_path / "o"), *map(str, extra)])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--max-pixels", 1000), "over the limit of 1000"),   # the source, before a cluster starts
+    (("--max-pixels", -5), "--max-pixels -5"),
+    (("--enhancer", "gfpgan_9"), "gfpgan_9"),
+    (("--mask", "box,nose"), "nose"),
+    (("--enhancer", "gfpgan_1.4:150"), "out of range"),
+])
+def test_batch_refuses_bad_limits_and_post_flags_before_a_cluster(tmp_path, clips, extra,
+                                                                 message, monkeypatch):
+    import fusionrt.batch.runner as runner
+    monkeypatch.setattr(runner, "run_batch", lambda *a, **k: pytest.fail("cluster started"))
+    args = _batch_args(tmp_path, clips, *extra)
+    with pytest.raises(FusionError, match=re.escape(message)):  # one-line errors of the CLI
+        args.func(args)
+
+
+def test_batch_takes_the_post_flags_and_the_limit(tmp_path, clips):
+    """``batch`` has swap's enhancer/mask flags and ``--max-pixels``: the workers get them in
+    their settings and video config."""
+    from fusionrt.batch.commands import path_settings
+    from fusionrt.pipeline.options import max_pixels, post_settings
+    from fusionrt.pipeline.settings import PipelineConfig
+    args = _batch_args(tmp_path, clips, "--enhancer", "gfpgan_1.4:60", "--mask", "box,occlusion",
+                       "--max-pixels", 0)
+    pipe = PipelineConfig(swapper="inswapper_128", **post_settings(args))
+    settings, video = path_settings(pipe, "cpu", limit=max_pixels(args))
+    assert settings.enhancer == "gfpgan_1.4" and settings.enhancer_blend == pytest.approx(0.6)
+    assert settings.masks == ("box", "occlusion") and video.max_pixels is None  # 0: no limit
+    assert path_settings(pipe, "cpu")[1].max_pixels == 50_000_000
 
 
 def test_gpu_path_needs_a_neural_swapper(tmp_path, clips):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..pipeline.image_io import read_image
+from ..pipeline.image_io import MAX_PIXELS, read_image
+from ..pipeline.options import add_max_pixels_arg, add_post_args, max_pixels, post_settings
 from ..pipeline.plan import device_kind, engine_help, parse_engine_spec
 from ..pipeline.settings import PRECISIONS, SWAPPER_CHOICES, PipelineConfig
 from .jobs import plan_job
@@ -67,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="allow random-weight test models (output is garbage)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_max_pixels_arg(p)
+    add_post_args(p)
     p.set_defaults(func=run_batch_command)
 
 
@@ -81,7 +84,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def path_settings(pipeline: PipelineConfig, path: str = "auto", batch: int = 16,
-                  precision: str = "fp32", preset: str = "veryfast") -> tuple[PipelineConfig, Any]:
+                  precision: str = "fp32", preset: str = "veryfast",
+                  limit: int | None = MAX_PIXELS) -> tuple[PipelineConfig, Any]:
     """(PipelineConfig, VideoConfig) of the workers for ``--path``, checked here, before a
     cluster starts (the device kernels need torch). The classic swapper runs on the host
     kernels only: ``auto`` picks them for it, ``gpu`` refuses it."""
@@ -101,7 +105,7 @@ def path_settings(pipeline: PipelineConfig, path: str = "auto", batch: int = 16,
         from ..pipeline.device import require_torch
         require_torch()
     from ..pipeline.video.loop import VideoConfig
-    return settings, VideoConfig(batch=batch, preset=preset)
+    return settings, VideoConfig(batch=batch, preset=preset, max_pixels=limit)
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -110,14 +114,17 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from .runner import BatchConfig, run_batch
 
     _check(args)
-    read_image(args.source, role="source")  # fail before starting a cluster
+    limit = max_pixels(args)
+    read_image(args.source, role="source", max_pixels=limit)  # fail before starting a cluster
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_job(args.inputs, out, args.segment_seconds)
     pipeline = PipelineConfig(swapper=args.swapper, engine=args.engine,
                               device=args.device or ("cuda" if args.gpus_per_worker > 0 else "cpu"),
-                              det_size=args.det_size, allow_synthetic=args.allow_synthetic)
-    pipeline, video = path_settings(pipeline, args.path, args.batch, args.precision, args.preset)
+                              det_size=args.det_size, allow_synthetic=args.allow_synthetic,
+                              **post_settings(args))
+    pipeline, video = path_settings(pipeline, args.path, args.batch, args.precision, args.preset,
+                                    limit)
     config = BatchConfig(source=args.source, pipeline=pipeline, address=args.address,
                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                          gpus_per_worker=args.gpus_per_worker, retries=args.retries, crf=args.crf,

@@ -76,7 +76,7 @@ class SwapWorker:
             cv2.setNumThreads(max(1, threads))
             self.video = dataclasses.replace(video or VideoConfig(), crf=crf,
                                              cores=max(1, threads))
-            image = read_image(source, role="source")
+            image = read_image(source, role="source", max_pixels=self.video.max_pixels)
             if config.threads is None:  # engines use this worker's cores, not the machine's
                 config = dataclasses.replace(config, threads=max(1, threads))
             self.swapper = FaceSwapper.open(config, source=(image, source))
@@ -114,7 +114,7 @@ class SwapWorker:
     # -- work kinds ------------------------------------------------------------
     def _do_image(self, item: WorkItem) -> tuple[int, int]:
         from ..pipeline.image_io import read_image, write_image
-        image = read_image(item.src, role="input")
+        image = read_image(item.src, role="input", max_pixels=self.video.max_pixels)
         out, n = self.swapper.process_frame(image)
         Path(item.dst).parent.mkdir(parents=True, exist_ok=True)
         write_image(item.dst, out)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from ..errors import InputError, OutputError
-from .image_io import IMAGE_EXTS, MAX_PIXELS, read_image, write_image
+from .image_io import IMAGE_EXTS, read_image, write_image
 from .plan import engine_help
-from .options import add_post_args, post_settings
+from .options import add_max_pixels_arg, add_post_args, max_pixels, post_settings
 from .settings import (DETECTOR_CHOICES, KERNELS, LANDMARKER_CHOICES, PRECISIONS,
                        SWAPPER_CHOICES, PipelineConfig)
 from .select import MODES
@@ -77,10 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="veryfast", help="x264 preset (video; default veryfast)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="generator precision, on engines that support it (default fp32)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                   help="refuse images and video frames larger than N pixels, checked from the "
-                        f"header before decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; "
-                        "0 = no limit)")
+    add_max_pixels_arg(p)
     add_post_args(p)
     p.set_defaults(func=run_swap)
 
@@ -153,8 +150,7 @@ def run_swap(args: argparse.Namespace) -> int:
                               "choose another path")
     _check_output(out_path, video)
     settings = settings_from_args(args)
-    limit = getattr(args, "max_pixels", MAX_PIXELS)
-    limit = limit if limit and limit > 0 else None  # 0: no limit
+    limit = max_pixels(args)
     source_img = read_image(args.source, role="source", max_pixels=limit)
     reference = (read_image(args.reference, role="reference", max_pixels=limit)
                  if args.reference else None)
@@ -187,11 +183,10 @@ def run_swap(args: argparse.Namespace) -> int:
 
 def _swap_video(swapper: FaceSwapper, args: argparse.Namespace, out_path: Path):
     from .video.loop import VideoConfig, transcode
-    limit = getattr(args, "max_pixels", MAX_PIXELS)
     config = VideoConfig(batch=int(getattr(args, "batch", 16)), crf=args.crf,
                          preset=getattr(args, "preset", "veryfast"),
                          encoders=int(getattr(args, "encoders", 0)), progress=True,
-                         max_pixels=limit if limit and limit > 0 else None)
+                         max_pixels=max_pixels(args))
     return transcode(args.target, out_path, swapper.frame_stage(config.batch), config)
 
 

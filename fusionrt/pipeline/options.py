@@ -1,5 +1,6 @@
 """The enhancer, mask and pixel-boost flags, FaceFusion's options under fusionrt's spellings:
-one definition for every front end that takes them (``fusionrt swap``, ``serve``, ``live``).
+one definition for every front end that takes them (``fusionrt swap``, ``serve``, ``live``,
+``batch``); and ``--max-pixels``.
 
 ``--enhancer gfpgan_1.4:80`` is FaceFusion's ``--face-enhancer-model gfpgan_1.4
 --face-enhancer-blend 80``; ``--mask box,occlusion,region`` its ``--face-mask-types``, and so
@@ -13,6 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from .host.masks import AREAS, MASK_TYPES, REGIONS
+from .image_io import MAX_PIXELS
 from .settings import ENHANCER_CHOICES, OCCLUDER_CHOICES, PARSER_CHOICES
 
 
@@ -43,6 +45,22 @@ def add_post_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pixel-boost", type=int, default=0, metavar="N",
                    help="swap at N x N through tiles of the swapper's size, e.g. 512 or 1024 "
                         "for inswapper_128 (default 0: the swapper's own size)")
+
+
+def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels`` (``fusionrt swap``, ``batch``): the input size limit."""
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="refuse images and video frames larger than N pixels, checked from the "
+                        f"header before decoding (default {MAX_PIXELS:,}: 8K and 50 MP photos; "
+                        "0 = no limit)")
+
+
+def max_pixels(args: argparse.Namespace) -> int | None:
+    """``--max-pixels`` as the limit ``read_image`` and ``VideoConfig`` take (None: no limit)."""
+    limit = getattr(args, "max_pixels", MAX_PIXELS)
+    if limit is not None and limit < 0:
+        raise InputError(f"--max-pixels {limit} | expected >= 0 (0 = no limit)")
+    return limit if limit else None
 
 
 def _csv(text: str) -> tuple[str, ...]:

@@ -21,9 +21,9 @@ from ..host.enhance import check_unit, enhance_spec
 from ..host.masks import box_mask
 from . import require_torch
 from .batching import StaticBatches
-from .frames import const, to_device
-from .paste import paste_boxes, paste_faces
-from .warp import crop_faces, similarity_batch, template_points
+from .frames import const
+from .paste import fit_on_host, paste_faces
+from .warp import crop_faces, template_points
 
 # crops (K, 3, S, S) float BGR in [0, 255] -> (K, S, S) weights in [0, 1] (tensors)
 DeviceExtraMask = Callable[[Any], Any]
@@ -98,10 +98,8 @@ class DeviceEnhancer:
             raise InputError(f"frame_idx | got {list(frame_idx)}; expected ints in [0, {n})")
         if k == 0:
             return frames.new_zeros((n, 1, h, w))
-        lm = torch.as_tensor(landmarks).detach().to("cpu", torch.float64)
-        host = similarity_batch(lm, self.tpl)
-        boxes = paste_boxes(host, self.size, h, w)
-        mats = to_device(host.numpy(), self.device)  # no stream sync
+        lm = landmarks.detach().cpu() if hasattr(landmarks, "detach") else landmarks
+        mats, boxes = fit_on_host(lm, self.tpl, self.size, h, w, self.device)
         crops = crop_faces(frames, list(frame_idx), mats, self.size)
         mask = self.box.expand(k, self.size, self.size)  # paste_faces: (K, S, S)
         if extra_mask is not None:

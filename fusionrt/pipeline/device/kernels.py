@@ -33,7 +33,7 @@ from .masks import DeviceFaceParser, DeviceOccluder, area_masks, combine
 from .masks import to_crop as to_crop_tensor
 from .frames import (Device, bgr_to_yuv420, const, hwc_to_nchw, merge_yuv420,
                      nchw_to_hwc, to_device, yuv420_to_bgr)
-from .paste import paste_boxes, paste_faces
+from .paste import fit_on_host, paste_faces
 from .timing import StageTimer
 from .warp import crop_faces, explode_tiles, implode_tiles, similarity_batch, template_points
 
@@ -315,11 +315,9 @@ class DeviceKernels(KernelSet):
              identities: list[list[Identity]]) -> DeviceSwapped:
         idx = [i for i, fl in enumerate(faces) for _ in fl]
         with self.timer.stage("align_crop"):
-            # fitted on the host, where the landmarks are: the paste windows need no read-back
-            lm = np.stack([f.landmarks for fl in faces for f in fl]).astype(np.float64)
-            host = similarity_batch(self.torch.from_numpy(lm), self.tpl_swap_host)
-            boxes = paste_boxes(host, self.boost, batch.height, batch.width)
-            mats = to_device(host.numpy(), self.dev.device)  # no stream sync
+            mats, boxes = fit_on_host(np.stack([f.landmarks for fl in faces for f in fl]),
+                                      self.tpl_swap_host, self.boost, batch.height, batch.width,
+                                      self.dev.device)
             crops = crop_faces(batch.frames, idx, mats, self.boost)
             lats = [ident.latent for il in identities for ident in il]
             same = all(lat is lats[0] for lat in lats)

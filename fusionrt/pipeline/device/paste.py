@@ -17,7 +17,7 @@ import numpy as np
 
 from . import require_torch
 from .frames import const, to_device
-from .warp import sampling_theta, slot_layout
+from .warp import invert_affine, sampling_theta, similarity_batch, slot_layout
 
 # sRGB (D65) → XYZ, OpenCV's constants for COLOR_BGR2Lab on 8-bit images.
 _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169),
@@ -35,22 +35,28 @@ def paste_boxes(matrices, size: int, height: int, width: int) -> np.ndarray:
     A bilinear sample of the mask (zeros outside) is non-zero only at crop coordinates in
     (-1, size), so the box bounds those four corners mapped into the frame, one pixel wider.
     Outside it the paste weight is 0 and the frame keeps its exact values."""
-    m = np.asarray(matrices.detach().cpu().numpy() if hasattr(matrices, "detach") else matrices,
-                   np.float64).reshape(-1, 2, 3)
-    a, t = m[:, :, :2], m[:, :, 2]
+    torch = require_torch()
+    m = torch.as_tensor(np.asarray(matrices.detach().cpu() if hasattr(matrices, "detach")
+                                   else matrices, np.float64)).reshape(-1, 2, 3)
+    inv = invert_affine(m).numpy()  # crop→frame; a singular fit gives inf / nan
+    corners = np.array([[-1.0, -1.0], [size, -1.0], [-1.0, size], [size, size]])
     with np.errstate(all="ignore"):
-        det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]  # closed form: 0 gives inf
-        inv = np.stack([np.stack([a[:, 1, 1], -a[:, 0, 1]], 1),
-                        np.stack([-a[:, 1, 0], a[:, 0, 0]], 1)], 1) / det[:, None, None]
-        corners = np.array([[-1.0, -1.0], [size, -1.0], [-1.0, size], [size, size]])
-        pts = np.einsum("kij,kcj->kci", inv, corners[None] - t[:, None, :])  # (K, 4, 2)
+        pts = np.einsum("kij,cj->kci", inv[:, :, :2], corners) + inv[:, None, :, 2]  # (K, 4, 2)
         lo = np.floor(pts.min(1)) - 1
         hi = np.ceil(pts.max(1)) + 2
     lo = np.nan_to_num(lo, nan=0.0, posinf=0.0, neginf=0.0)  # a degenerate fit: whole frame
     hi = np.nan_to_num(hi, nan=1e9, posinf=1e9, neginf=1e9)
     box = np.stack([lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]], 1)
-    box = np.clip(box, 0, [width, height, width, height]).astype(np.int64)
-    return box
+    return np.clip(box, 0, [width, height, width, height]).astype(np.int64)
+
+
+def fit_on_host(landmarks, template, size: int, height: int, width: int, device):
+    """Similarity fits of K faces' 5 points (host array) onto ``template`` (a CPU tensor), made
+    on the host where the landmarks are → (frame→crop matrices on ``device``, their
+    ``paste_boxes``): the paste windows need no read-back, the upload no stream sync."""
+    torch = require_torch()
+    host = similarity_batch(torch.as_tensor(np.asarray(landmarks), dtype=torch.float64), template)
+    return (to_device(host.numpy(), device), paste_boxes(host, size, height, width))
 
 
 def paste_faces(frames, crops, matrices, frame_idx: Sequence[int], mask,

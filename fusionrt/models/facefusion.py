@@ -27,6 +27,20 @@ FF_SWAPPER_CODE = ("https://github.com/facefusion/facefusion/blob/3.8.1/"
 FF_HF = "https://huggingface.co/facefusion"
 CRC32_ONLY = ("FaceFusion publishes only a CRC32 .hash file beside it; no public sha256 was "
               "found, so pulling it needs --trust.")
+
+
+def ff_url(name: str, release: str) -> str:
+    """The .onnx of FaceFusion's asset ``name`` in its ``release`` (e.g. "models-3.0.0")."""
+    return f"{FF_ASSETS}/{release}/{name}.onnx"
+
+
+def ff_links(name: str, release: str) -> dict[str, str]:
+    """The spec ``extra`` entries every FaceFusion asset carries: its CRC32 .hash and the
+    Hugging Face mirror, of the same release as ``ff_url``."""
+    return {"facefusion_hash": f"{FF_ASSETS}/{release}/{name}.hash",
+            "mirror": f"{FF_HF}/{release}/resolve/main/{name}.onnx"}
+
+
 # Not a real preprocessing: a converter takes a vector, not an image.
 VECTOR = Preprocess(None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "RGB")
 
@@ -40,7 +54,7 @@ def _converter(name: str, swappers: str) -> ModelSpec:
         outputs=(TensorSpec("output", F32, ("N", 512)),),
         preprocess=VECTOR,
         template=None,
-        url=f"{FF_ASSETS}/models-3.4.0/{name}.onnx",
+        url=ff_url(name, "models-3.4.0"),
         sha256=None, size=None,
         license=("unknown (FaceFusion states none for its converters; FaceFusion's code is "
                  "OpenRAIL-AS)"),
@@ -54,8 +68,7 @@ def _converter(name: str, swappers: str) -> ModelSpec:
                "architecture is not published)."),
         extra={"embedder": "arcface_w600k_r50", "input": "raw embedding (not normalised)",
                "unverified_io": ["output"], "standin": "linear 512x512 (architecture unknown)",
-               "facefusion_hash": f"{FF_ASSETS}/models-3.4.0/{name}.hash",
-               "mirror": f"{FF_HF}/models-3.4.0/resolve/main/{name}.onnx"},
+               **ff_links(name, "models-3.4.0")},
     )
 
 
@@ -84,7 +97,7 @@ def _hyperswap(variant: str) -> ModelSpec:
         # prepare_crop_frame: BGR -> RGB, / 255, (x - 0.5) / 0.5; here in pixels.
         preprocess=Preprocess((256, 256), (127.5, 127.5, 127.5), (127.5, 127.5, 127.5), "RGB"),
         template="arcface_128",
-        url=f"{FF_ASSETS}/models-3.3.0/{name}.onnx",
+        url=ff_url(name, "models-3.3.0"),
         sha256=None, size=None,
         license="ResearchRAIL (FaceFusion)",
         source=FF_SWAPPER_CODE,
@@ -100,8 +113,7 @@ def _hyperswap(variant: str) -> ModelSpec:
                "facefusion_type": "hyperswap", "facefusion_precision": "fp16",
                "output": "tanh", "output_denorm": "clip(out * 0.5 + 0.5, 0, 1) * 255, RGB",
                "unverified_io": ["output"], "standin": HYPERSWAP_FLOPS_NOTE,
-               "facefusion_hash": f"{FF_ASSETS}/models-3.3.0/{name}.hash",
-               "mirror": f"{FF_HF}/models-3.3.0/resolve/main/{name}.onnx"},
+               **ff_links(name, "models-3.3.0")},
     )
 
 
@@ -131,7 +143,7 @@ def _embedding_swapper(name: str, *, kind: str, release: str, template: str, siz
         outputs=(TensorSpec("output", F32, ("N", 3, size, size)),),
         preprocess=Preprocess((size, size), (unit_mean * 255,) * 3, (unit_std * 255,) * 3, "RGB"),
         template=template,
-        url=f"{FF_ASSETS}/{release}/{name}.onnx",
+        url=ff_url(name, release),
         sha256=None, size=None,
         license=f"{license} ({vendor})",
         source=FF_SWAPPER_CODE,
@@ -146,8 +158,7 @@ def _embedding_swapper(name: str, *, kind: str, release: str, template: str, siz
                "embedder": "arcface_w600k_r50", "facefusion_type": kind,
                **({"output": "tanh"} if tanh else {}), "output_denorm": denorm,
                "unverified_io": ["output"], "standin": STANDIN_NOTE,
-               "facefusion_hash": f"{FF_ASSETS}/{release}/{name}.hash",
-               "mirror": f"{FF_HF}/{release}/resolve/main/{name}.onnx"},
+               **ff_links(name, release)},
     )
 
 
@@ -182,7 +193,7 @@ def _image_source_swapper(name: str, *, kind: str, source_template: str, source_
         outputs=(TensorSpec("output", F32, ("N", 3, 256, 256)),),
         preprocess=Preprocess((256, 256), (unit_mean * 255,) * 3, (unit_std * 255,) * 3, "RGB"),
         template="ffhq_512",
-        url=f"{FF_ASSETS}/models-3.0.0/{name}.onnx",
+        url=ff_url(name, "models-3.0.0"),
         sha256=None, size=None,
         license=f"{license} ({vendor})",
         source=FF_SWAPPER_CODE,
@@ -197,8 +208,7 @@ def _image_source_swapper(name: str, *, kind: str, source_template: str, source_
                "source_template": source_template, "source_size": source_size,
                "facefusion_type": kind, **({"output": "tanh"} if tanh else {}),
                "output_denorm": denorm, "unverified_io": ["output"], "runnable": False,
-               "facefusion_hash": f"{FF_ASSETS}/models-3.0.0/{name}.hash",
-               "mirror": f"{FF_HF}/models-3.0.0/resolve/main/{name}.onnx"},
+               **ff_links(name, "models-3.0.0")},
     )
 
 

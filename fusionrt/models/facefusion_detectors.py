@@ -31,7 +31,7 @@ Output names are fusionrt's (FaceFusion reads by index; the files' own names are
 
 from __future__ import annotations
 
-from .facefusion import CRC32_ONLY, F32, FF_ASSETS, FF_HF
+from .facefusion import CRC32_ONLY, F32, ff_links, ff_url
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 FF_DETECTOR_CODE = ("https://github.com/facefusion/facefusion/blob/3.8.1/"
@@ -58,7 +58,7 @@ def _insightface(name: str, *, vendor_model: str, year: int, flops: str, arch: s
         outputs=outputs,
         preprocess=SYMMETRIC,
         template=None,
-        url=f"{FF_ASSETS}/models-3.0.0/{name}.onnx",
+        url=ff_url(name, "models-3.0.0"),
         sha256=None, size=None,
         license=f"Non-Commercial (InsightFace, {year})",
         source=FF_DETECTOR_CODE,
@@ -76,8 +76,7 @@ def _insightface(name: str, *, vendor_model: str, year: int, flops: str, arch: s
                "export_dims": {"H": 320, "W": 320},  # the stand-in is traced at 320x320
                "unverified_io": [t.name for t in outputs], "standin": STANDIN_NOTE,
                "flops_published": flops,
-               "facefusion_hash": f"{FF_ASSETS}/models-3.0.0/{name}.hash",
-               "mirror": f"{FF_HF}/models-3.0.0/resolve/main/{name}.onnx"},
+               **ff_links(name, "models-3.0.0")},
     )
 
 
@@ -98,7 +97,7 @@ YOLOFACE_8N = ModelSpec(
     outputs=(TensorSpec("output", F32, (1, 20, 8400)),),
     preprocess=UNIT,
     template=None,
-    url=f"{FF_ASSETS}/models-3.0.0/yoloface_8n.onnx",
+    url=ff_url("yoloface_8n", "models-3.0.0"),
     sha256=None, size=None,
     license="GPL-3.0 (derronqi/yolov8-face, 2022)",
     source=FF_DETECTOR_CODE,
@@ -113,8 +112,7 @@ YOLOFACE_8N = ModelSpec(
            "strides": list(STRIDES), "score_keep": ">", "sizes": [640],
            "unverified_io": ["output"], "standin": STANDIN_NOTE,
            "flops_published": "YOLOv8n: 8.7 GFLOPs at 640x640, 3.2 M parameters (detect head)",
-           "facefusion_hash": f"{FF_ASSETS}/models-3.0.0/yoloface_8n.hash",
-           "mirror": f"{FF_HF}/models-3.0.0/resolve/main/yoloface_8n.onnx"},
+           **ff_links("yoloface_8n", "models-3.0.0")},
 )
 
 DETECTORS = (SCRFD_2_5G, RETINAFACE_10G, YOLOFACE_8N)

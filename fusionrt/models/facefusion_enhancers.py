@@ -15,7 +15,7 @@ FaceFusion publishes CRC32 ``.hash`` files only, never sha256: every file here n
 
 from __future__ import annotations
 
-from .facefusion import CRC32_ONLY, F32, FF_ASSETS, FF_HF
+from .facefusion import CRC32_ONLY, F32, ff_links, ff_url
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 FF_ENHANCER_CODE = ("https://github.com/facefusion/facefusion/blob/3.8.1/"
@@ -69,7 +69,7 @@ def _enhancer(name: str, *, arch: str, template: str, size: int, license: str, v
         # prepare_crop_frame: BGR -> RGB, / 255, (x - 0.5) / 0.5; here in pixels.
         preprocess=Preprocess((size, size), (127.5, 127.5, 127.5), (127.5, 127.5, 127.5), "RGB"),
         template=template,
-        url=f"{FF_ASSETS}/models-3.0.0/{name}.onnx",
+        url=ff_url(name, "models-3.0.0"),
         sha256=None, size=None,
         license=f"{license} ({vendor}, as FaceFusion states)",
         source=FF_ENHANCER_CODE,
@@ -85,8 +85,7 @@ def _enhancer(name: str, *, arch: str, template: str, size: int, license: str, v
                "default_weight": DEFAULT_WEIGHT, "default_mask_blur": DEFAULT_MASK_BLUR,
                "unverified_io": ["output"], "standin": standin_note,
                "gflop": {"real": real, "standin": standin, "real_source": where},
-               "facefusion_hash": f"{FF_ASSETS}/models-3.0.0/{name}.hash",
-               "mirror": f"{FF_HF}/models-3.0.0/resolve/main/{name}.onnx"},
+               **ff_links(name, "models-3.0.0")},
     )
 
 

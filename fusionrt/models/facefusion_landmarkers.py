@@ -10,7 +10,7 @@ score beats ``--face-landmarker-score``, default 0.5 in ``facefusion/program.py`
 
 from __future__ import annotations
 
-from .facefusion import CRC32_ONLY, F32, FF_ASSETS, FF_HF
+from .facefusion import CRC32_ONLY, F32, ff_links, ff_url
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 FF_LANDMARKER_CODE = ("https://github.com/facefusion/facefusion/blob/3.8.1/"
@@ -31,7 +31,7 @@ FAN_2DFAN4 = ModelSpec(
     # detect_with_2dfan4: the uint8 crop (BGR, as FaceFusion's frames are) / 255, NCHW.
     preprocess=Preprocess((256, 256), (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), "BGR"),
     template=None,
-    url=f"{FF_ASSETS}/models-3.0.0/2dfan4.onnx",
+    url=ff_url("2dfan4", "models-3.0.0"),
     sha256=None, size=None,
     license="MIT (breadbread1984, 2018; FaceFusion's code is OpenRAIL-AS)",
     source=FF_LANDMARKER_CODE,
@@ -50,8 +50,7 @@ FAN_2DFAN4 = ModelSpec(
            "score_threshold": 0.5, "landmark_5": "convert_to_face_landmark_5",
            "facefusion_vendor": "breadbread1984",
            "unverified_io": ["landmarks", "heatmaps"], "standin": FAN_STANDIN,
-           "facefusion_hash": f"{FF_ASSETS}/models-3.0.0/2dfan4.hash",
-           "mirror": f"{FF_HF}/models-3.0.0/resolve/main/2dfan4.onnx"},
+           **ff_links("2dfan4", "models-3.0.0")},
 )
 
 LANDMARKERS = (FAN_2DFAN4,)

@@ -14,7 +14,7 @@ unverified. ``--face-occluder-model`` defaults to xseg_1 (``many`` = the minimum
 
 from __future__ import annotations
 
-from .facefusion import CRC32_ONLY, F32, FF_ASSETS, FF_HF
+from .facefusion import CRC32_ONLY, F32, ff_links, ff_url
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 FF_MASKER_CODE = "https://github.com/facefusion/facefusion/blob/3.8.1/facefusion/face_masker.py"
@@ -43,7 +43,7 @@ def _xseg(name: str, release: str) -> ModelSpec:
         preprocess=Preprocess((256, 256), (0.0, 0.0, 0.0), (255.0, 255.0, 255.0), "BGR",
                               layout="NHWC"),
         template=None,
-        url=f"{FF_ASSETS}/{release}/{name}.onnx",
+        url=ff_url(name, release),
         sha256=None, size=None,
         license="GPL-3.0 (DeepFaceLab, 2021)",
         source=FF_MASKER_CODE,
@@ -60,8 +60,7 @@ def _xseg(name: str, release: str) -> ModelSpec:
         extra={"facefusion_vendor": "DeepFaceLab", "facefusion_year": 2021,
                "output": "mask in [0, 1], NHWC", "unverified_io": ["output"],
                "standin": XSEG_STANDIN,
-               "facefusion_hash": f"{FF_ASSETS}/{release}/{name}.hash",
-               "mirror": f"{FF_HF}/{release}/resolve/main/{name}.onnx"},
+               **ff_links(name, release)},
     )
 
 
@@ -79,7 +78,7 @@ def _bisenet(depth: int, release: str, params: str, gflop: str) -> ModelSpec:
         preprocess=Preprocess((512, 512), (123.675, 116.28, 103.53), (58.395, 57.12, 57.375),
                               "RGB"),
         template=None,
-        url=f"{FF_ASSETS}/{release}/{name}.onnx",
+        url=ff_url(name, release),
         sha256=None, size=None,
         license="MIT (yakhyo/face-parsing, 2024)",
         source=FF_MASKER_CODE,
@@ -95,8 +94,7 @@ def _bisenet(depth: int, release: str, params: str, gflop: str) -> ModelSpec:
         extra={"facefusion_vendor": "yakhyo", "facefusion_year": 2024, "classes": 19,
                "output": "class logits, argmax over axis 1", "unverified_io": ["output"],
                "standin": standin,
-               "facefusion_hash": f"{FF_ASSETS}/{release}/{name}.hash",
-               "mirror": f"{FF_HF}/{release}/resolve/main/{name}.onnx"},
+               **ff_links(name, release)},
     )
 
 

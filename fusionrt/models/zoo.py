@@ -13,11 +13,10 @@ FaceFusion spells them (``facefusion/face_helper.py`` ``WARP_TEMPLATE_SET``).
 from __future__ import annotations
 
 from ..errors import ModelError
-from .facefusion import CONVERTERS, SWAPPERS as FACEFUSION_SWAPPERS
+from .facefusion import CONVERTERS, FF_ASSETS, SWAPPERS as FACEFUSION_SWAPPERS, ff_url
 from .spec import ModelSpec, Preprocess, TensorSpec
 
 F32 = "float32"
-FF_ASSETS = "https://github.com/facefusion/facefusion-assets/releases/download"
 FF_SWAPPER_CODE = ("https://github.com/facefusion/facefusion/blob/master/"
                    "facefusion/processors/modules/face_swapper/core.py")
 
@@ -115,7 +114,7 @@ INSWAPPER_128_FP16 = ModelSpec(
     outputs=INSWAPPER_128.outputs,
     preprocess=INSWAPPER_128.preprocess,
     template="arcface_128",
-    url=f"{FF_ASSETS}/models-3.0.0/inswapper_128_fp16.onnx",
+    url=ff_url("inswapper_128_fp16", "models-3.0.0"),
     sha256=None,
     size=None,
     license="non-commercial research only (insightface)",
@@ -142,7 +141,7 @@ SIMSWAP_256 = ModelSpec(
     # RGB / 255 then ImageNet mean/std (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225), in pixels.
     preprocess=Preprocess((256, 256), (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), "RGB"),
     template="arcface_112_v1",
-    url=f"{FF_ASSETS}/models-3.0.0/simswap_256.onnx",
+    url=ff_url("simswap_256", "models-3.0.0"),
     sha256=None,
     size=None,
     license="non-commercial research only (SimSwap, neuralchen)",

@@ -67,12 +67,17 @@ def detector(tmp_path_factory):
 def synthetic_store(tmp_path_factory) -> Path:
     """A store holding tiny synthetic arcface/inswapper/simswap (random weights), once per
     session. Skips without torch."""
+    return synthetic_models(tmp_path_factory.mktemp("synthetic_home"), SYNTH_WIDTHS)
+
+
+def synthetic_models(home: Path, widths: dict[str, float]) -> Path:
+    """A store at ``home`` holding each named model synthesised at its width (seed 0, random
+    weights). Skips without torch."""
     pytest.importorskip("torch")
     from fusionrt.builders.synth import synthesize
     from fusionrt.models.store import ModelStore
-    home = tmp_path_factory.mktemp("synthetic_home")
     store = ModelStore(home)
-    for name, width in SYNTH_WIDTHS.items():
+    for name, width in widths.items():
         synthesize(name, store.synthetic_path(name), seed=0, width=width)
     return home
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import facefusion_oracle as ff  # tests/facefusion_oracle.py (FaceFusion's own functions)
+from conftest import synthetic_models
 from fusionrt.errors import FusionError, InputError, ModelError
 from fusionrt.pipeline.host.swap import explode_pixel_boost, implode_pixel_boost
 from fusionrt.pipeline.options import parse_enhancer
@@ -26,14 +27,7 @@ SYN = dict(swapper="inswapper_128", allow_synthetic=True, det_size=320)
 
 @pytest.fixture(scope="module")
 def post_home(tmp_path_factory):
-    pytest.importorskip("torch")
-    from fusionrt.builders.synth import synthesize
-    from fusionrt.models.store import ModelStore
-    home = tmp_path_factory.mktemp("post_home")
-    store = ModelStore(home)
-    for name, width in WIDTHS.items():
-        synthesize(name, store.synthetic_path(name), seed=0, width=width)
-    return home
+    return synthetic_models(tmp_path_factory.mktemp("post_home"), WIDTHS)
 
 
 @pytest.fixture
